@@ -1,0 +1,49 @@
+"""Shared fixtures: a composed Hydra config shrunk for tests, tiny models and batches."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from bp_alternatives.model import Params
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+
+
+def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``configs/train.yaml`` with ``overrides``, as the CLI would."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides or []))
+    with open_dict(cfg):
+        cfg.trainer.progress = False
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    """``cfg_factory(*overrides)`` -> a config whose run writes under ``tmp_path``."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_cfg(list(overrides))
+        with open_dict(cfg):
+            cfg.out_dir = str(tmp_path)
+        return cfg
+
+    return make
+
+
+def to_f64(tree: Params) -> Params:
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
+def tree_allclose(a, b, rtol: float, atol: float = 0.0) -> bool:
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    return all(
+        bool(jnp.allclose(x, y, rtol=rtol, atol=atol)) for x, y in zip(la, lb)
+    )
