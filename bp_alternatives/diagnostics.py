@@ -18,7 +18,9 @@ from bp_alternatives.rules._base import LearningRule, loss_fn
 
 
 def _flat(tree) -> jax.Array:
-    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)])
+    return jnp.concatenate(
+        [jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
+    )
 
 
 def angle_deg(u, v) -> jax.Array:
@@ -31,7 +33,9 @@ def angle_deg(u, v) -> jax.Array:
 
 
 def global_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+    return jnp.sqrt(
+        sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree))
+    )
 
 
 def per_stage(fn, *trees) -> jax.Array:

@@ -33,4 +33,6 @@ def get_initializer(name: str, std: float = 0.01) -> Initializer:
         return jinit.normal(stddev=std)
     if name == "zeros":
         return jinit.zeros
-    raise ValueError(f"unknown initializer {name!r}; valid initializers: {list(INITIALIZERS)}")
+    raise ValueError(
+        f"unknown initializer {name!r}; valid initializers: {list(INITIALIZERS)}"
+    )

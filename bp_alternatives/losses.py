@@ -65,4 +65,6 @@ def get_loss(name: str) -> Loss:
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {sorted(LOSSES)}") from None
+        raise ValueError(
+            f"unknown loss {name!r}; valid losses: {sorted(LOSSES)}"
+        ) from None

@@ -18,9 +18,14 @@ def make_schedule(
         return optax.cosine_decay_schedule(lr, decay_steps=max(total_steps, 1))
     if schedule == "warmup_cosine":
         return optax.warmup_cosine_decay_schedule(
-            0.0, lr, warmup_steps=warmup_steps, decay_steps=max(total_steps, warmup_steps + 1)
+            0.0,
+            lr,
+            warmup_steps=warmup_steps,
+            decay_steps=max(total_steps, warmup_steps + 1),
         )
-    raise ValueError(f"unknown schedule {schedule!r}; valid schedules: {list(SCHEDULES)}")
+    raise ValueError(
+        f"unknown schedule {schedule!r}; valid schedules: {list(SCHEDULES)}"
+    )
 
 
 def make_optimizer(
@@ -60,7 +65,11 @@ def make_optimizer(
             chain.append(optax.add_decayed_weights(weight_decay))
         chain.append(optax.adam(sched, b1=b1, b2=b2, eps=eps))
     elif name == "adamw":
-        chain.append(optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+        chain.append(
+            optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+        )
     else:
-        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {list(OPTIMIZERS)}")
+        raise ValueError(
+            f"unknown optimizer {name!r}; valid optimizers: {list(OPTIMIZERS)}"
+        )
     return optax.chain(*chain)

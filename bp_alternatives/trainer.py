@@ -279,7 +279,10 @@ def fit(
         writer.write_scalars(epoch, _flat_scalars(entry))
         if bar:
             bar.update(
-                epoch, entry["train_loss"], entry["train_accuracy"], entry["test_accuracy"]
+                epoch,
+                entry["train_loss"],
+                entry["train_accuracy"],
+                entry["test_accuracy"],
             )
         if not finite or entry["train_loss"] is None or entry["step_loss"] is None:
             status, diverged_epoch = "diverged", epoch
@@ -298,7 +301,9 @@ def fit(
         "history": history,
         "status": status,
         "diverged_epoch": diverged_epoch,
-        "examples_per_second": steady_examples / steady_time if steady_time > 0 else None,
+        "examples_per_second": steady_examples / steady_time
+        if steady_time > 0
+        else None,
         "wall_seconds": time.perf_counter() - start,
         "steps_per_epoch": steps,
         "params": state.params,

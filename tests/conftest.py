@@ -44,6 +44,4 @@ def to_f64(tree: Params) -> Params:
 def tree_allclose(a, b, rtol: float, atol: float = 0.0) -> bool:
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    return all(
-        bool(jnp.allclose(x, y, rtol=rtol, atol=atol)) for x, y in zip(la, lb)
-    )
+    return all(bool(jnp.allclose(x, y, rtol=rtol, atol=atol)) for x, y in zip(la, lb))

@@ -62,9 +62,9 @@ class RuleUpdateFn(Protocol):
 
 
 class RulePredictFn(Protocol):
-    def __call__(self, params: Params, state: RuleState, x: jax.Array) -> Mapping[
-        str, jax.Array
-    ]:
+    def __call__(
+        self, params: Params, state: RuleState, x: jax.Array
+    ) -> Mapping[str, jax.Array]:
         """Class scores ``[B, C]`` per prediction mode; the first mode is the headline."""
 
 

@@ -1,0 +1,174 @@
+"""The training entry point: results.json contract, digits accuracy, divergence, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hydra.errors import MissingConfigException
+
+from bp_alternatives.data import load_xor
+from bp_alternatives.losses import get_loss
+from bp_alternatives.model import mlp
+from bp_alternatives.rules import Batch, bp, manual_bp
+from bp_alternatives.train import run
+from bp_alternatives.trainer import init_state, make_train_step
+from tests.conftest import compose_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONTRACT = {
+    "rule",
+    "dataset",
+    "model",
+    "seed",
+    "epochs",
+    "optimizer",
+    "final",
+    "history",
+    "examples_per_second",
+    "wall_seconds",
+    "device",
+    "config",
+    "status",
+}
+FINAL = {"test_accuracy", "test_loss", "train_accuracy", "train_loss"}
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """bp and manual_bp on the default digits config, same seed, 10 epochs."""
+    out = {}
+    for rule in ("bp", "manual_bp"):
+        d = tmp_path_factory.mktemp(rule)
+        cfg = compose_cfg([f"rule={rule}", "trainer.epochs=10", "seed=0"])
+        out[rule] = run(cfg, out_dir=str(d))
+        with open(d / "results.json") as f:
+            assert json.load(f)["final"] == out[rule]["final"]
+    return out
+
+
+@pytest.mark.parametrize("rule", ["bp", "manual_bp"])
+def test_digits_accuracy_and_contract(digits_runs, rule):
+    res = digits_runs[rule]
+    assert CONTRACT <= set(res)
+    assert FINAL <= set(res["final"])
+    assert res["status"] == "ok" and res["rule"] == rule and res["dataset"] == "digits"
+    assert res["model"]["widths"] == [64, 256, 256, 10]
+    assert len(res["history"]) == 10
+    entry = res["history"][-1]
+    assert FINAL <= set(entry)
+    assert len(entry["alignment_deg"]) == len(entry["grad_norm"]) == 3
+    assert max(entry["alignment_deg"]) < 1.0  # exact gradients: 0 degrees
+    assert res["final"]["test_accuracy"] >= 0.95
+    assert res["examples_per_second"] > 0
+    assert res["device"]["count"] >= 1
+
+
+def test_bp_and_manual_bp_histories_agree(digits_runs):
+    h_bp, h_man = digits_runs["bp"]["history"], digits_runs["manual_bp"]["history"]
+    for a, b in zip(h_bp, h_man):
+        for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
+        np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-4)
+
+
+def test_diverging_run_is_marked_and_still_written(cfg_factory, tmp_path):
+    cfg = cfg_factory(
+        "optim=sgd",
+        "optim.lr=1e8",
+        "model.activation=relu",
+        "model.hidden=[32]",
+        "loss=mse",
+        "trainer.epochs=5",
+    )
+    res = run(cfg)
+    assert res["status"] == "diverged"
+    assert res["diverged_epoch"] == len(res["history"]) <= 5
+    with open(tmp_path / "results.json") as f:
+        on_disk = json.load(f)  # NaN written as null: valid JSON
+    assert on_disk["status"] == "diverged"
+
+
+def test_cli_diverged_run_exits_zero(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "optim=sgd",
+            "optim.lr=1e8",
+            "model.activation=relu",
+            "model.hidden=[16]",
+            "loss=mse",
+            "trainer.epochs=3",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "status=diverged" in proc.stdout
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    "override,group",
+    [("rule=nope", "rule"), ("data=nope", "data"), ("optim=nope", "optim")],
+)
+def test_unknown_group_option_lists_valid_ones(override, group):
+    with pytest.raises(MissingConfigException, match="Available options") as err:
+        compose_cfg([override])
+    assert group in str(err.value)
+
+
+def test_unknown_activation_lists_valid_ones(cfg_factory):
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'.*'relu'"):
+        run(cfg_factory("model.activation=swish", "trainer.epochs=1"))
+
+
+def test_batch_larger_than_dataset_is_rejected(cfg_factory):
+    with pytest.raises(ValueError, match="batch_size=64 is larger than the xor"):
+        run(cfg_factory("data=xor", "trainer.epochs=1"))
+
+
+@pytest.mark.parametrize("factory", [bp, manual_bp], ids=["bp", "manual_bp"])
+def test_xor_learned_by_a_small_sigmoid_net(factory):
+    """The seed article's XOR demo: 2-4-2 sigmoid net, MSE, plain SGD, 3000 steps."""
+    data = load_xor()
+    model = mlp(
+        (2,),
+        2,
+        hidden=(4,),
+        activation="sigmoid",
+        output_activation="sigmoid",
+        init="normal",
+        init_std=1.0,
+    )
+    loss = get_loss("mse")
+    rule = factory(model, loss)
+    opt = optax.sgd(2.0)
+    state = init_state(model, rule, opt, jax.random.PRNGKey(0))
+    step = make_train_step(rule, opt)
+    batch = Batch(jnp.asarray(data.x_train), jnp.asarray(data.y_train))
+
+    def body(s, t):
+        s, m = step(s, batch, jax.random.PRNGKey(t))
+        return s, m["loss"]
+
+    state, losses = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(3000)))(state)
+    from bp_alternatives.model import output
+
+    pred = jnp.argmax(output(model, state.params, batch.x), axis=-1)
+    assert losses[-1] < 0.25 * losses[0]
+    np.testing.assert_array_equal(np.asarray(pred), data.y_train)
