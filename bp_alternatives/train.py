@@ -20,7 +20,7 @@ from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model
 from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules import get_rule
-from bp_alternatives.trainer import fit
+from bp_alternatives.trainer import fit_seeds
 from bp_alternatives.writers import CSVWriter, MetricWriter, NullWriter, WandbWriter
 
 
@@ -61,37 +61,112 @@ def build_writer(cfg: DictConfig, out_dir: str, run_name: str) -> MetricWriter:
     if name == "wandb":
         kw = {k: v for k, v in OmegaConf.to_container(logger, resolve=True).items()}
         kw.pop("name")
-        kw.setdefault("job_type", cfg.rule.name)
+        kw["job_type"] = kw.get("job_type") or cfg.rule.name
         return WandbWriter(
             name=run_name,
             directory=out_dir,
             config=OmegaConf.to_container(cfg, resolve=True),
             **kw,
         )
-    raise ValueError(f"unknown logger {name!r}; valid loggers: ['csv', 'none', 'wandb']")
+    raise ValueError(
+        f"unknown logger {name!r}; valid loggers: ['csv', 'none', 'wandb']"
+    )
 
 
 def device_info() -> dict[str, Any]:
     devs = jax.devices()
-    return {"platform": devs[0].platform, "count": len(devs), "kind": devs[0].device_kind}
+    return {
+        "platform": devs[0].platform,
+        "count": len(devs),
+        "kind": devs[0].device_kind,
+    }
 
 
 def write_json(path: str, obj: Any) -> None:
     """Write JSON atomically (temp file + rename): readers never see half a file."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
-def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
+# Keys that may differ between a run and its resumption (they change no number).
+_VOLATILE = ("out_dir", "run_name", "trainer.progress", "logger")
+
+
+def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _VOLATILE:
+        *parents, leaf = dotted.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return c
+
+
+def _finished(path: str, cfg: DictConfig) -> dict[str, Any] | None:
+    """The results in ``path`` if they are a finished run of the same config."""
+    try:
+        with open(path) as f:
+            res = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    if res.get("status") not in ("ok", "diverged"):
+        return None
+    if _fingerprint(OmegaConf.create(res.get("config", {}))) != _fingerprint(cfg):
+        raise ValueError(
+            f"{path} holds a finished run of a different configuration; use another "
+            "output directory (hydra.run.dir=... or hydra.sweep.dir=...)"
+        )
+    return res
+
+
+def _enable_compilation_cache(directory: str | None) -> None:
+    """JAX's persistent compilation cache: later jobs of a sweep skip recompiling."""
+    if directory:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
     """Train one configuration and write ``results.json`` to ``out_dir``.
 
-    Returns the results dict (the ``results.json`` contract of DESIGN.md).
+    Returns the results dict (the ``results.json`` contract of DESIGN.md). With
+    ``trainer.seeds=[0,1,2]`` the seeds train together in one compiled program
+    (``vmap``); each gets ``out_dir/seed=<s>/results.json`` and a list is returned.
+    A finished run (results.json with status ok/diverged and the same config) in
+    ``out_dir`` is not retrained; an interrupted one resumes from its checkpoint.
     """
     out_dir = out_dir or cfg.get("out_dir") or os.getcwd()
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" noise
     os.makedirs(out_dir, exist_ok=True)
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" noise
+    multi = cfg.trainer.get("seeds") is not None
+    seeds = [int(s) for s in cfg.trainer.seeds] if multi else [int(cfg.seed)]
+    seed_cfgs, seed_dirs = [], []
+    for s in seeds:
+        c = cfg.copy()
+        OmegaConf.set_struct(c, False)
+        c.seed = s
+        c.trainer.seeds = None
+        seed_cfgs.append(c)
+        seed_dirs.append(os.path.join(out_dir, f"seed={s}") if multi else out_dir)
+    done = [
+        _finished(os.path.join(d, "results.json"), c)
+        for d, c in zip(seed_dirs, seed_cfgs)
+    ]
+    if all(r is not None for r in done):
+        print(f"already finished, not retraining: {out_dir}")
+        return done if multi else done[0]
+
+    _enable_compilation_cache(cfg.trainer.get("compilation_cache_dir"))
     data = build_data(cfg)
     model = build_model(cfg, data)
     rule_name, rule = build_rule(cfg, model)
@@ -99,10 +174,12 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
     epochs = int(cfg.trainer.epochs)
     steps = len(data.x_train) // batch_size
     optimizer = build_optimizer(cfg, total_steps=max(steps * epochs, 1))
-    run_name = cfg.get("run_name") or f"{rule_name}-{data.name}-seed{cfg.seed}"
-    writer = build_writer(cfg, out_dir, run_name)
+    writers = []
+    for c, d in zip(seed_cfgs, seed_dirs):
+        name = c.get("run_name") or f"{rule_name}-{data.name}-seed{c.seed}"
+        writers.append(build_writer(c, d, name))
     try:
-        out = fit(
+        outs = fit_seeds(
             model,
             get_loss(cfg.loss),
             rule,
@@ -110,43 +187,66 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
             data,
             epochs=epochs,
             batch_size=batch_size,
-            key=jax.random.PRNGKey(int(cfg.seed)),
+            keys=[jax.random.PRNGKey(s) for s in seeds],
+            batched=multi,
             probe_size=int(cfg.trainer.probe_size),
             eval_chunk=int(cfg.trainer.eval_chunk),
-            writer=writer,
+            writers=writers,
             progress=bool(cfg.trainer.progress),
+            data_parallel=bool(cfg.trainer.get("data_parallel", False)),
+            checkpoint_dir=out_dir,
+            checkpoint_every=int(cfg.trainer.get("checkpoint_every", 0)),
         )
-        results = {
-            "rule": rule_name,
-            "dataset": data.name,
-            "model": model.spec,
-            "loss": cfg.loss,
-            "seed": int(cfg.seed),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "optimizer": OmegaConf.to_container(cfg.optim, resolve=True),
-            "final": out["final"],
-            "history": out["history"],
-            "examples_per_second": out["examples_per_second"],
-            "wall_seconds": out["wall_seconds"],
-            "device": device_info(),
-            "status": out["status"],
-            "diverged_epoch": out["diverged_epoch"],
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
-        write_json(os.path.join(out_dir, "results.json"), results)
-        writer.write_summary({f"final/{k}": v for k, v in out["final"].items()})
+        all_results = []
+        for c, d, out, w in zip(seed_cfgs, seed_dirs, outs, writers):
+            results = {
+                "rule": rule_name,
+                "dataset": data.name,
+                "model": model.spec,
+                "loss": cfg.loss,
+                "seed": int(c.seed),
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": OmegaConf.to_container(cfg.optim, resolve=True),
+                "final": out["final"],
+                "history": out["history"],
+                "examples_per_second": out["examples_per_second"],
+                "seeds_in_program": out["seeds_in_program"],
+                "wall_seconds": out["wall_seconds"],
+                "device": device_info(),
+                "status": out["status"],
+                "diverged_epoch": out["diverged_epoch"],
+                "config": OmegaConf.to_container(c, resolve=True),
+            }
+            os.makedirs(d, exist_ok=True)
+            write_json(os.path.join(d, "results.json"), results)
+            w.write_summary(
+                {f"final/{k}": v for k, v in out["final"].items()}
+                | {k: results[k] for k in _SUMMARY_KEYS}
+            )
+            all_results.append(results)
+            f = results["final"]
+            print(
+                f"[{rule_name} on {data.name}, seed {c.seed}] "
+                f"status={results['status']} "
+                f"test_accuracy={_round(f.get('test_accuracy'), 4)} "
+                f"test_loss={_round(f.get('test_loss'), 4)} "
+                f"examples/s={_round(results['examples_per_second'])} "
+                f"-> {os.path.join(d, 'results.json')}"
+            )
+    except Exception as e:  # the W&B run says why it stopped
+        for w in writers:
+            w.write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        raise
     finally:
-        writer.close()
-    f = results["final"]
-    print(
-        f"[{rule_name} on {data.name}, seed {cfg.seed}] status={results['status']} "
-        f"test_accuracy={f.get('test_accuracy')} test_loss={f.get('test_loss')} "
-        f"examples/s={_round(results['examples_per_second'])} "
-        f"-> {os.path.join(out_dir, 'results.json')}"
-    )
-    return results
+        for w in writers:
+            w.close()
+    return all_results if multi else all_results[0]
 
 
-def _round(v):
-    return None if v is None else round(v)
+# Besides final/<metric>, what a writer's summary gets (W&B's run summary).
+_SUMMARY_KEYS = ("status", "diverged_epoch", "examples_per_second", "wall_seconds")
+
+
+def _round(v, digits=None):
+    return None if v is None else round(v, digits)

@@ -6,19 +6,25 @@ each step's rule key is ``fold_in(key, global_step)``.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import serialization
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from bp_alternatives.data import Dataset
-from bp_alternatives.diagnostics import global_norm, per_stage, with_alignment
+from bp_alternatives.diagnostics import with_alignment
 from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Params, init_params, output
 from bp_alternatives.rules._base import Batch, LearningRule
@@ -49,8 +55,6 @@ def make_train_step(rule: LearningRule, optimizer: optax.GradientTransformation)
         )
         updates, opt_state = optimizer.update(direction, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics)
-        metrics["update_norm"] = per_stage(global_norm, direction)
         return TrainState(params, opt_state, rule_state), metrics
 
     return train_step
@@ -61,11 +65,13 @@ def make_epoch_fn(
     optimizer: optax.GradientTransformation,
     num_train: int,
     batch_size: int,
+    batch_sharding: NamedSharding | None = None,
 ) -> Callable:
     """``epoch_fn(state, x, y, key, epoch) -> (state, metrics)``: one shuffled epoch
     as a single ``lax.scan``; ``metrics`` are the means over the epoch's steps plus
     ``finite`` (whether every step's loss was finite). The last incomplete batch is
-    dropped, so every step sees ``batch_size`` examples."""
+    dropped, so every step sees ``batch_size`` examples. With ``batch_sharding`` each
+    batch is split over devices (data parallelism)."""
     steps = num_train // batch_size
     train_step = make_train_step(rule, optimizer)
 
@@ -78,6 +84,8 @@ def make_epoch_fn(
         def body(state, inp):
             i, t = inp
             batch = Batch(jnp.take(x, i, axis=0), jnp.take(y, i, axis=0))
+            if batch_sharding is not None:
+                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             return train_step(state, batch, jax.random.fold_in(step_key, t))
 
         state, metrics = jax.lax.scan(body, state, (idx, t0 + jnp.arange(steps)))
@@ -200,6 +208,64 @@ def _fmt(v) -> str:
     return "nan" if v is None else f"{v:.4f}"
 
 
+class Checkpointer:
+    """Atomic checkpoints of the training state and history in ``directory``.
+
+    ``state.msgpack`` holds the (possibly seed-batched) ``TrainState`` serialised with
+    ``flax.serialization``; ``checkpoint.json`` the epoch, histories and statuses. Both
+    are written to a temp file and renamed, the JSON last, so a run killed at any
+    moment leaves either the previous checkpoint or the new one, never half of one.
+    Randomness needs no saving: every key is ``fold_in(key, epoch or step)``.
+    """
+
+    def __init__(self, directory: str, every: int):
+        self.directory = directory
+        self.every = every
+        self.state_path = os.path.join(directory, "checkpoint_state.msgpack")
+        self.meta_path = os.path.join(directory, "checkpoint.json")
+
+    def due(self, epoch: int, last: bool) -> bool:
+        return self.every > 0 and (epoch % self.every == 0 or last)
+
+    def save(self, state, meta: dict[str, Any]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        blob = serialization.to_bytes(jax.device_get(state))
+        _atomic_write(self.state_path, blob)
+        _atomic_write(self.meta_path, json.dumps(meta).encode())
+
+    def load(self, template) -> tuple[Any, dict[str, Any]] | None:
+        if not os.path.exists(self.meta_path):
+            return None
+        with open(self.meta_path) as f:
+            meta = json.load(f)
+        with open(self.state_path, "rb") as f:
+            state = serialization.from_bytes(jax.device_get(template), f.read())
+        return state, meta
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _data_mesh(data_parallel: bool, batch_size: int):
+    """(mesh, batch sharding, replicated sharding) over all local devices, or Nones."""
+    if not data_parallel:
+        return None, None, None
+    devices = jax.local_devices()
+    if batch_size % len(devices):
+        raise ValueError(
+            f"trainer.batch_size={batch_size} must be divisible by the number of "
+            f"devices ({len(devices)}) for trainer.data_parallel=true"
+        )
+    mesh = Mesh(np.array(devices), ("data",))
+    return mesh, NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+
 def fit(
     model: Model,
     loss: Loss,
@@ -210,102 +276,217 @@ def fit(
     epochs: int,
     batch_size: int,
     key: jax.Array,
-    probe_size: int = 256,
-    eval_chunk: int = 4096,
-    writer: MetricWriter | None = None,
-    progress: bool = True,
+    **kwargs,
 ) -> dict[str, Any]:
     """Train ``model`` with ``rule`` + ``optimizer`` on ``data``; return the results.
 
     Returns a dict with ``history`` (one entry per epoch: train/test loss and accuracy,
     per-stage ``alignment_deg``, ``grad_norm``, ``update_norm`` measured on a fixed
     probe batch of the training set, and the rule's own metrics averaged over the
-    epoch), ``final``, ``status`` (``ok`` or ``diverged``), ``diverged_epoch``,
-    ``examples_per_second`` (epochs after the first; compilation excluded) and
-    ``wall_seconds``.
+    epoch as ``rule/<name>``), ``final``, ``status`` (``ok`` or ``diverged``),
+    ``diverged_epoch``, ``examples_per_second`` (epochs after the first; compilation
+    excluded) and ``wall_seconds``. Keyword arguments as in :func:`fit_seeds`.
     """
+    return _fit(
+        model, loss, rule, optimizer, data, epochs, batch_size, [key], False, **kwargs
+    )[0]
+
+
+def fit_seeds(
+    model: Model,
+    loss: Loss,
+    rule: LearningRule,
+    optimizer: optax.GradientTransformation,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    keys: Sequence[jax.Array],
+    batched: bool = True,
+    **kwargs,
+) -> list[dict[str, Any]]:
+    """Train one model per key in a single compiled program (``vmap`` over seeds).
+
+    Returns one results dict per key, equal (to float rounding) to separate
+    :func:`fit` runs. Options: ``probe_size`` (examples in the alignment probe),
+    ``eval_chunk`` (evaluation batch), ``writers`` (one ``MetricWriter`` per key),
+    ``progress``, ``data_parallel`` (shard each batch over all local devices with a
+    ``Mesh`` + ``NamedSharding``; params replicated, so XLA all-reduces the
+    gradients), ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last
+    checkpoint in ``checkpoint_dir`` if there is one).
+    """
+    return _fit(
+        model,
+        loss,
+        rule,
+        optimizer,
+        data,
+        epochs,
+        batch_size,
+        list(keys),
+        batched,
+        **kwargs,
+    )
+
+
+def _fit(
+    model: Model,
+    loss: Loss,
+    rule: LearningRule,
+    optimizer: optax.GradientTransformation,
+    data: Dataset,
+    epochs: int,
+    batch_size: int,
+    keys: list[jax.Array],
+    batched: bool,
+    *,
+    probe_size: int = 256,
+    eval_chunk: int = 4096,
+    writers: Sequence[MetricWriter] | None = None,
+    writer: MetricWriter | None = None,
+    progress: bool = True,
+    data_parallel: bool = False,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+) -> list[dict[str, Any]]:
     start = time.perf_counter()
-    writer = writer or NullWriter()
+    num_seeds = len(keys)
+    if not batched and num_seeds != 1:
+        raise ValueError(f"batched=False needs exactly one key, got {num_seeds}")
+    if writer is not None:
+        writers = [writer]
+    writers = list(writers) if writers else [NullWriter() for _ in keys]
     n = len(data.x_train)
     if batch_size > n:
         raise ValueError(
             f"trainer.batch_size={batch_size} is larger than the {data.name} training "
             f"set ({n} examples)"
         )
-    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    mesh, batch_sharding, replicated = _data_mesh(data_parallel, batch_size)
+    put = (lambda t: jax.device_put(t, replicated)) if mesh else jnp.asarray
+    x_train, y_train = put(data.x_train), put(data.y_train)
+    x_test, y_test = put(data.x_test), put(data.y_test)
     probe = Batch(x_train[:probe_size], y_train[:probe_size])
 
-    state = init_state(model, rule, optimizer, key)
-    epoch_fn = jax.jit(make_epoch_fn(rule, optimizer, n, batch_size), donate_argnums=0)
-    eval_fn = jax.jit(make_eval_fn(model, loss, rule, eval_chunk))
-    probe_fn = jax.jit(with_alignment(rule, model, loss).update)
-    probe_key = jax.random.fold_in(key, 2)
-    train_key = jax.random.fold_in(key, 3)
+    keys_arr = jnp.stack([jnp.asarray(k) for k in keys])
+    init = partial(init_state, model, rule, optimizer)
+    epoch_fn = make_epoch_fn(rule, optimizer, n, batch_size, batch_sharding)
+    eval_fn = make_eval_fn(model, loss, rule, eval_chunk)
+    probe_fn = with_alignment(rule, model, loss).update
+    if batched:  # a leading seed axis on state and keys; data shared
+        init = jax.vmap(init)
+        epoch_fn = jax.vmap(epoch_fn, in_axes=(0, None, None, 0, None))
+        eval_fn = jax.vmap(eval_fn, in_axes=(0, 0, None, None))
+        probe_fn = jax.vmap(probe_fn, in_axes=(0, 0, None, 0))
+        seed_keys = keys_arr
+    else:
+        seed_keys = keys_arr[0]
+    epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
+    eval_fn, probe_fn = jax.jit(eval_fn), jax.jit(probe_fn)
+    fold = (
+        jax.vmap(jax.random.fold_in, in_axes=(0, None))
+        if batched
+        else (jax.random.fold_in)
+    )
+    probe_key, train_key = fold(seed_keys, 2), fold(seed_keys, 3)
+    state = init(seed_keys)
+    if mesh:
+        state = jax.device_put(state, replicated)
 
-    history: list[dict[str, Any]] = []
-    status, diverged_epoch = "ok", None
-    steady_time, steady_examples = 0.0, 0
+    def per_seed(tree, s):
+        return jax.tree_util.tree_map(lambda a: a[s] if batched else a, tree)
+
+    histories: list[list[dict[str, Any]]] = [[] for _ in keys]
+    diverged: list[int | None] = [None] * num_seeds
+    steady_time, steady_examples, first_epoch = 0.0, 0, 1
+    ckpt = Checkpointer(checkpoint_dir, checkpoint_every) if checkpoint_dir else None
+    if ckpt:
+        restored = ckpt.load(state)
+        if restored is not None:
+            state, meta = restored
+            state = jax.device_put(state, replicated) if mesh else state
+            histories, diverged = meta["histories"], meta["diverged"]
+            first_epoch = meta["epoch"] + 1
+            print(f"resuming from the checkpoint of epoch {meta['epoch']}")
     steps = n // batch_size
     bar = Progress(epochs) if progress else None
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
+        if all(d is not None for d in diverged):
+            break
         t0 = time.perf_counter()
         state, step_metrics = epoch_fn(state, x_train, y_train, train_key, epoch)
         jax.block_until_ready(state)
         dt = time.perf_counter() - t0
-        if epoch > 1:
+        if epoch > first_epoch:
             steady_time += dt
-            steady_examples += steps * batch_size
+            steady_examples += steps * batch_size * num_seeds
         _, _, probe_metrics = probe_fn(
-            state.params, state.rule_state, probe, jax.random.fold_in(probe_key, epoch)
+            state.params, state.rule_state, probe, fold(probe_key, epoch)
         )
         tr = eval_fn(state.params, state.rule_state, x_train, y_train)
         te = eval_fn(state.params, state.rule_state, x_test, y_test)
-        entry: dict[str, Any] = {"epoch": epoch}
-        for prefix, res in (("train", tr), ("test", te)):
-            for k, v in res.items():
-                entry[f"{prefix}_{k}"] = v
-        entry["step_loss"] = step_metrics.pop("loss")
-        finite = bool(step_metrics.pop("finite"))
-        for k in ("alignment_deg", "grad_norm", "update_norm"):
-            entry[k] = probe_metrics.pop(k)
-        step_metrics.pop("update_norm")
-        for k, v in step_metrics.items():
-            entry[f"rule/{k}"] = v
-        entry = _to_python(entry)
-        entry["epoch"] = epoch
-        entry["epoch_seconds"] = dt
-        history.append(entry)
-        writer.write_scalars(epoch, _flat_scalars(entry))
-        if bar:
-            bar.update(
+        for s in range(num_seeds):
+            if diverged[s] is not None:
+                continue
+            entry = _history_entry(
                 epoch,
-                entry["train_loss"],
-                entry["train_accuracy"],
-                entry["test_accuracy"],
+                dt,
+                per_seed(tr, s),
+                per_seed(te, s),
+                per_seed(step_metrics, s),
+                per_seed(probe_metrics, s),
             )
-        if not finite or entry["train_loss"] is None or entry["step_loss"] is None:
-            status, diverged_epoch = "diverged", epoch
-            if bar and bar.tty and epoch != epochs:
-                bar.close()
-            break
+            histories[s].append(entry)
+            writers[s].write_scalars(epoch, _flat_scalars(entry))
+            if not entry.pop("finite") or entry["train_loss"] is None:
+                diverged[s] = epoch
+        if bar:
+            e = histories[0][-1]
+            bar.update(epoch, e["train_loss"], e["train_accuracy"], e["test_accuracy"])
+        if ckpt and ckpt.due(epoch, epoch == epochs):
+            meta = {"epoch": epoch, "histories": histories, "diverged": diverged}
+            ckpt.save(state, meta)
+    if bar and bar.tty and len(histories[0]) != epochs:
+        bar.close()
 
-    last = history[-1]
-    final = {
-        k: last.get(k)
-        for k in last
-        if k.startswith(("train_", "test_")) and not k.startswith("train_step")
-    }
-    return {
-        "final": final,
-        "history": history,
-        "status": status,
-        "diverged_epoch": diverged_epoch,
-        "examples_per_second": steady_examples / steady_time
-        if steady_time > 0
-        else None,
-        "wall_seconds": time.perf_counter() - start,
-        "steps_per_epoch": steps,
-        "params": state.params,
-        "rule_state": state.rule_state,
-    }
+    wall = time.perf_counter() - start
+    results = []
+    for s in range(num_seeds):
+        last = histories[s][-1] if histories[s] else {}
+        final = {k: last.get(k) for k in last if k.startswith(("train_", "test_"))}
+        results.append(
+            {
+                "final": final,
+                "history": histories[s],
+                "status": "ok" if diverged[s] is None else "diverged",
+                "diverged_epoch": diverged[s],
+                "examples_per_second": (
+                    steady_examples / steady_time if steady_time > 0 else None
+                ),
+                "seeds_in_program": num_seeds,
+                "wall_seconds": wall,
+                "steps_per_epoch": steps,
+                "params": per_seed(state.params, s),
+                "rule_state": per_seed(state.rule_state, s),
+            }
+        )
+    return results
+
+
+def _history_entry(epoch, dt, tr, te, step_metrics, probe_metrics) -> dict[str, Any]:
+    step_metrics, probe_metrics = dict(step_metrics), dict(probe_metrics)
+    entry: dict[str, Any] = {}
+    for prefix, res in (("train", tr), ("test", te)):
+        for k, v in res.items():
+            entry[f"{prefix}_{k}"] = v
+    entry["step_loss"] = step_metrics.pop("loss")
+    finite = bool(step_metrics.pop("finite"))
+    for k in ("alignment_deg", "grad_norm", "update_norm"):
+        entry[k] = probe_metrics.pop(k)
+    for k, v in step_metrics.items():
+        entry[f"rule/{k}"] = v
+    entry = _to_python(entry)
+    entry["epoch"] = epoch
+    entry["epoch_seconds"] = dt
+    entry["finite"] = finite and entry["step_loss"] is not None
+    return entry

@@ -1,0 +1,124 @@
+"""Killed runs resume from their checkpoint; finished runs and sweeps do not retrain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bp_alternatives.train import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CMD = [
+    sys.executable,
+    "-m",
+    "experiments.train",
+    "trainer.epochs=40",
+    "trainer.checkpoint_every=1",
+    "trainer.progress=false",
+]
+
+
+def _numbers(res):
+    """results.json minus what legitimately differs between runs (timings)."""
+    hist = [
+        {k: v for k, v in e.items() if k != "epoch_seconds"} for e in res["history"]
+    ]
+    return res["final"], hist, res["status"]
+
+
+def test_killed_run_resumes_to_the_same_results(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen(
+            [*CMD, f"hydra.run.dir={killed}"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 300
+        while not (killed / "checkpoint.json").exists():
+            assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-2000:]
+            assert time.time() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "results.json").exists(), "run ended before it was killed"
+    with open(killed / "checkpoint.json") as f:
+        killed_at = json.load(f)["epoch"]
+    assert killed_at < 40
+    resumed = subprocess.run(
+        [*CMD, f"hydra.run.dir={killed}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from the checkpoint of epoch" in resumed.stdout
+    subprocess.run(
+        [*CMD, f"hydra.run.dir={clean}"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    with open(killed / "results.json") as f1, open(clean / "results.json") as f2:
+        assert _numbers(json.load(f1)) == _numbers(json.load(f2))
+
+
+def test_finished_run_is_not_retrained(cfg_factory, tmp_path, capsys):
+    cfg = cfg_factory("model.hidden=[16]", "trainer.epochs=2")
+    first = run(cfg)
+    mtime = os.path.getmtime(tmp_path / "results.json")
+    again = run(cfg)
+    assert "already finished, not retraining" in capsys.readouterr().out
+    assert again["final"] == first["final"]
+    assert os.path.getmtime(tmp_path / "results.json") == mtime
+    # a different config in the same directory is refused, not silently mixed
+    with pytest.raises(ValueError, match="different configuration"):
+        run(cfg_factory("model.hidden=[17]", "trainer.epochs=2"))
+
+
+def test_rerun_of_a_finished_sweep_retrains_nothing(tmp_path):
+    sweep = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "-m",
+        "rule=bp,manual_bp",
+        "model.hidden=[16]",
+        "trainer.epochs=2",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    subprocess.run(sweep, cwd=REPO, check=True, capture_output=True, timeout=600)
+    files = sorted(str(p) for p in tmp_path.rglob("results.json"))
+    assert len(files) == 2
+    mtimes = [os.path.getmtime(p) for p in files]
+    proc = subprocess.run(sweep, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0
+    assert proc.stdout.count("already finished, not retraining") == 2
+    assert [os.path.getmtime(p) for p in files] == mtimes
+
+
+def test_results_json_is_written_atomically(cfg_factory, tmp_path, monkeypatch):
+    """A crash while writing leaves the previous results.json intact."""
+    import bp_alternatives.train as train_mod
+
+    cfg = cfg_factory("model.hidden=[16]", "trainer.epochs=1")
+    run(cfg)
+    before = (tmp_path / "results.json").read_text()
+
+    def crash(obj, f, **kw):
+        f.write('{"half": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.json, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.write_json(str(tmp_path / "results.json"), {"x": 1})
+    assert (tmp_path / "results.json").read_text() == before
