@@ -15,12 +15,14 @@ import hydra
 import jax
 from omegaconf import DictConfig, OmegaConf
 
+from bp_alternatives.config import validate_config
 from bp_alternatives.data import Dataset, load_dataset
 from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model
 from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules import get_rule
 from bp_alternatives.trainer import fit_seeds
+from bp_alternatives.validation import validate_dataset
 from bp_alternatives.writers import CSVWriter, MetricWriter, NullWriter, WandbWriter
 
 
@@ -31,7 +33,7 @@ def _split_name(node: DictConfig) -> tuple[str, dict[str, Any]]:
 
 def build_data(cfg: DictConfig) -> Dataset:
     name, kwargs = _split_name(cfg.data)
-    return load_dataset(name, **kwargs)
+    return validate_dataset(load_dataset(name, **kwargs))
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> Model:
@@ -145,6 +147,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
     A finished run (results.json with status ok/diverged and the same config) in
     ``out_dir`` is not retrained; an interrupted one resumes from its checkpoint.
     """
+    validate_config(cfg)
     out_dir = out_dir or cfg.get("out_dir") or os.getcwd()
     os.makedirs(out_dir, exist_ok=True)
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" noise

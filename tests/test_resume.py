@@ -122,3 +122,17 @@ def test_results_json_is_written_atomically(cfg_factory, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_mod.write_json(str(tmp_path / "results.json"), {"x": 1})
     assert (tmp_path / "results.json").read_text() == before
+
+
+def test_same_config_and_seed_give_bit_identical_results(cfg_factory, tmp_path):
+    cfg = cfg_factory("rule=manual_bp", "model.hidden=[32]", "trainer.epochs=3")
+    a = run(cfg, out_dir=str(tmp_path / "a"))
+    b = run(cfg, out_dir=str(tmp_path / "b"))
+    assert _numbers(a) == _numbers(b)  # exact equality, not approx
+    c = run(
+        cfg_factory(
+            "rule=manual_bp", "model.hidden=[32]", "trainer.epochs=3", "seed=1"
+        ),
+        out_dir=str(tmp_path / "c"),
+    )
+    assert _numbers(a) != _numbers(c)

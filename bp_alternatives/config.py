@@ -1,0 +1,131 @@
+"""Typed config schemas (Hydra ConfigStore) and checks of the composed config.
+
+The ``trainer`` and ``optim`` groups extend the dataclass schemas registered here, so
+Hydra rejects a wrong type or an unknown key at composition time
+(``trainer.epochs=ten``, ``optim.lrr=0.1``). ``validate_config`` then rejects values and
+combinations that type-check but cannot work, before any data is loaded or any code is
+compiled, with a message that names the offending fields.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from bp_alternatives.activations import ACTIVATIONS
+from bp_alternatives.losses import LOSSES
+from bp_alternatives.optim import OPTIMIZERS, SCHEDULES
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the fields."""
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    probe_size: int = 256
+    eval_chunk: int = 4096
+    progress: bool = True
+    seeds: list[int] | None = None
+    data_parallel: bool = False
+    checkpoint_every: int = 5
+    compilation_cache_dir: str | None = None
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = 0.0
+    nesterov: bool = False
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    schedule: str = "constant"
+    warmup_steps: int = 0
+
+
+cs = ConfigStore.instance()
+cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+cs.store(group="optim", name="optim_schema", node=OptimConfig)
+
+
+def _check_kwargs(group: str, factory, kwargs: dict[str, Any], skip: set[str]) -> None:
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p not in skip]
+    for k in kwargs:
+        if k not in valid and k not in skip:
+            raise ConfigError(
+                f"{group}.{k} is not an option of {factory.__name__}; "
+                f"valid options: {sorted(valid)}"
+            )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Reject impossible values and combinations before anything is compiled."""
+    from bp_alternatives.rules import get_rule
+
+    t, o = cfg.trainer, cfg.optim
+    for field in ("epochs", "batch_size", "probe_size", "eval_chunk"):
+        if t[field] < 1:
+            raise ConfigError(f"trainer.{field} must be >= 1, got {t[field]}")
+    if t.checkpoint_every < 0:
+        raise ConfigError(
+            f"trainer.checkpoint_every must be >= 0, got {t.checkpoint_every}"
+        )
+    if o.name not in OPTIMIZERS:
+        raise ConfigError(
+            f"optim.name={o.name!r}; valid optimizers: {list(OPTIMIZERS)}"
+        )
+    if not o.lr > 0:
+        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    if o.clip_norm is not None and not o.clip_norm > 0:
+        raise ConfigError(
+            f"optim.clip_norm must be positive or null, got {o.clip_norm}"
+        )
+    if o.momentum < 0 or o.momentum >= 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+    if o.schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule={o.schedule!r}; valid: {list(SCHEDULES)}")
+    if cfg.loss not in LOSSES:
+        raise ConfigError(f"loss={cfg.loss!r}; valid losses: {sorted(LOSSES)}")
+
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    for field in ("activation", "output_activation"):
+        if field in m and m[field] not in ACTIVATIONS:
+            raise ConfigError(
+                f"model.{field}={m[field]!r}; valid activations: {sorted(ACTIVATIONS)}"
+            )
+    hidden = m.get("hidden")
+    if hidden is not None and any(int(w) < 1 for w in hidden):
+        raise ConfigError(f"model.hidden widths must be >= 1, got {hidden}")
+    factory = hydra.utils.get_method(m["_target_"])
+    _check_kwargs(
+        "model", factory, m, {"input_shape", "num_outputs", "name", "_target_"}
+    )
+
+    r = OmegaConf.to_container(cfg.rule, resolve=True)
+    rule = get_rule(r["name"])  # unknown rule: lists the valid ones
+    _check_kwargs("rule", rule, r, {"model", "loss", "name"})
+    if r["name"] == "ff" and cfg.loss != "cross_entropy":
+        raise ConfigError(
+            f"rule=ff with loss={cfg.loss}: forward-forward predicts by goodness and its "
+            "read-out is a softmax classifier; use loss=cross_entropy"
+        )
+    if r["name"] in ("dfa", "sg") and hidden is not None and len(hidden) == 0:
+        raise ConfigError(
+            f"rule={r['name']} needs at least one hidden stage, but model.hidden=[]"
+        )

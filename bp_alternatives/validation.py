@@ -1,0 +1,44 @@
+"""Checks at the data boundary: bad arrays fail loudly, naming the dataset and index."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bp_alternatives.data import Dataset
+
+
+class DataError(ValueError):
+    """A dataset whose arrays cannot be trained on; the message says where."""
+
+
+def validate_dataset(ds: Dataset) -> Dataset:
+    """Reject non-finite inputs, labels out of range and mismatched lengths/shapes.
+
+    Returns ``ds`` unchanged so it can wrap a loader call.
+    """
+    for split in ("train", "test"):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        where = f"dataset {ds.name!r}, {split} split"
+        if len(x) != len(y):
+            raise DataError(f"{where}: {len(x)} inputs but {len(y)} labels")
+        if len(x) == 0:
+            raise DataError(f"{where}: no examples")
+        if tuple(x.shape[1:]) != tuple(ds.input_shape):
+            raise DataError(
+                f"{where}: inputs have shape {tuple(x.shape[1:])} per example, "
+                f"metadata says input_shape={tuple(ds.input_shape)}"
+            )
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise DataError(f"{where}: non-finite input (NaN or inf) at index {i}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+        bad = (y < 0) | (y >= ds.num_classes)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(
+                f"{where}: label {int(y[i])} at index {i} is outside "
+                f"[0, {ds.num_classes}) (num_classes={ds.num_classes})"
+            )
+    return ds

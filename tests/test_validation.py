@@ -1,0 +1,95 @@
+"""Impossible configs and bad data are rejected before compilation, naming the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from bp_alternatives.config import ConfigError, validate_config
+from bp_alternatives.data import load_xor
+from bp_alternatives.train import run
+from bp_alternatives.validation import DataError, validate_dataset
+from tests.conftest import compose_cfg
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optim.lr=-0.1"], "optim.lr must be positive, got -0.1"),
+        (["optim.lr=0"], "optim.lr must be positive"),
+        (["optim.weight_decay=-1"], "optim.weight_decay must be >= 0"),
+        (["optim.clip_norm=0"], "optim.clip_norm must be positive or null"),
+        (["optim=sgd", "optim.momentum=1.5"], r"optim.momentum must be in \[0, 1\)"),
+        (["optim.schedule=linear"], "optim.schedule='linear'; valid"),
+        (["trainer.epochs=0"], "trainer.epochs must be >= 1"),
+        (["trainer.batch_size=-4"], "trainer.batch_size must be >= 1"),
+        (["loss=hinge"], "loss='hinge'; valid losses"),
+        (["model.activation=swish"], "model.activation='swish'; valid activations"),
+        (["model.hidden=[32,0]"], r"model.hidden widths must be >= 1, got \[32, 0\]"),
+        (["+model.dropout=0.5"], "model.dropout is not an option of mlp"),
+        (["+rule.lr=0.5"], "rule.lr is not an option of bp"),
+    ],
+)
+def test_rejected_configs_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_cfg(overrides))
+
+
+@pytest.mark.parametrize(
+    "override", ["trainer.epochs=ten", "optim.lr=fast", "trainer.data_parallel=maybe"]
+)
+def test_schema_rejects_wrong_types_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg([override])
+
+
+def test_rejection_happens_before_any_data_or_compilation(cfg_factory, monkeypatch):
+    import bp_alternatives.train as train_mod
+
+    def boom(*a, **k):
+        raise AssertionError("data was loaded")
+
+    monkeypatch.setattr(train_mod, "load_dataset", boom)
+    with pytest.raises(ConfigError, match="optim.lr"):
+        run(cfg_factory("optim.lr=-1"))
+
+
+def test_batch_size_larger_than_dataset(cfg_factory):
+    with pytest.raises(ValueError, match="batch_size=64 is larger than the xor"):
+        run(cfg_factory("data=xor"))
+
+
+def _bad(**changes):
+    return load_xor()._replace(**changes)
+
+
+@pytest.mark.parametrize(
+    "ds,message",
+    [
+        (
+            _bad(x_train=np.array([[0, 0], [0, np.nan], [1, 0], [1, 1]], np.float32)),
+            "dataset 'xor', train split: non-finite input .* at index 1",
+        ),
+        (
+            _bad(x_test=np.array([[0, 0], [0, 1], [np.inf, 0], [1, 1]], np.float32)),
+            "dataset 'xor', test split: non-finite input .* at index 2",
+        ),
+        (
+            _bad(y_train=np.array([0, 1, 2, 0], np.int32)),
+            r"label 2 at index 2 is outside \[0, 2\)",
+        ),
+        (_bad(y_test=np.array([0, -1, 1, 0], np.int32)), "label -1 at index 1"),
+        (_bad(y_train=np.array([0, 1, 1], np.int32)), "4 inputs but 3 labels"),
+        (_bad(input_shape=(3,)), r"inputs have shape \(2,\) per example"),
+        (_bad(y_train=np.array([0.0, 1, 1, 0])), "labels must be integers"),
+    ],
+)
+def test_bad_data_named_with_dataset_and_index(ds, message):
+    with pytest.raises(DataError, match=message):
+        validate_dataset(ds)
+
+
+def test_good_data_passes():
+    ds = load_xor()
+    assert validate_dataset(ds) is ds
