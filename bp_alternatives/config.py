@@ -122,7 +122,8 @@ def validate_config(cfg: DictConfig) -> None:
     _check_kwargs("rule", rule, r, {"model", "loss", "name"})
     if r["name"] == "ff" and cfg.loss != "cross_entropy":
         raise ConfigError(
-            f"rule=ff with loss={cfg.loss}: forward-forward predicts by goodness and its "
+            f"rule=ff with loss={cfg.loss}: forward-forward predicts by goodness and "
+            "its "
             "read-out is a softmax classifier; use loss=cross_entropy"
         )
     if r["name"] in ("dfa", "sg") and hidden is not None and len(hidden) == 0:

@@ -24,7 +24,7 @@ def _flat(tree) -> jax.Array:
 
 
 def angle_deg(u, v) -> jax.Array:
-    """Angle in degrees between two pytrees seen as flat vectors (NaN if one is zero)."""
+    """Angle in degrees between two pytrees as flat vectors (NaN if one is zero)."""
     u, v = _flat(u), _flat(v)
     nu, nv = jnp.linalg.norm(u), jnp.linalg.norm(v)
     cos = jnp.dot(u, v) / (nu * nv)

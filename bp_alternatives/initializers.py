@@ -19,9 +19,9 @@ def get_initializer(name: str, std: float = 0.01) -> Initializer:
     ``he``: He et al. (2015) normal, variance ``2 / fan_in``;
     ``lecun``: LeCun normal, variance ``1 / fan_in``;
     ``normal``: ``N(0, std^2)``;
-    ``zeros``: all zeros -- allowed so users can see why the seed article says "never all
-    zeros": every hidden unit of a layer then gets the same gradient and they never
-    differentiate (and with tanh/relu the hidden gradients are exactly zero).
+    ``zeros``: all zeros -- allowed so users can see why the seed article says
+    "never all zeros": every hidden unit of a layer then gets the same gradient and
+    they never differentiate (with tanh/relu the hidden gradients are exactly zero).
     """
     if name == "xavier":
         return jinit.glorot_uniform()

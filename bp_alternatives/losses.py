@@ -2,8 +2,8 @@
 
 A loss takes the network output ``out`` (``[B, K]``, after the read-out activation) and
 targets ``y``: integer class labels ``[B]`` (turned into one-hot) or float targets
-``[B, K]`` (used as they are, e.g. the seed article's worked example). It is the mean over
-the batch of a per-example loss. ``grad(out, y)`` is ``dL/d(out)``, written out.
+``[B, K]`` (used as they are, e.g. the seed article's worked example). It is the mean
+over the batch of a per-example loss. ``grad(out, y)`` is ``dL/d(out)``, written out.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _ce_value(out, y):
 
 
 def _ce_grad(out, y):
-    # d/d(out) of -sum t log softmax(out) = softmax(out) - t   (for one-hot/normalised t)
+    # d/d(out) of -sum t log softmax(out) = softmax(out) - t  (one-hot/normalised t)
     t = as_targets(y, out.shape[-1], out.dtype)
     p = jax.nn.softmax(out, axis=-1)
     return (p * jnp.sum(t, axis=-1, keepdims=True) - t) / out.shape[0]

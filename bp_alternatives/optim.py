@@ -1,4 +1,4 @@
-"""Optimizers: optax transformations that turn a rule's direction into a param change."""
+"""Optimizers: optax transformations turning a rule's direction into a param change."""
 
 from __future__ import annotations
 

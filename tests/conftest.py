@@ -1,4 +1,4 @@
-"""Shared fixtures: a composed Hydra config shrunk for tests, tiny models and batches."""
+"""Shared fixtures: a composed Hydra config shrunk for tests, and tree helpers."""
 
 from __future__ import annotations
 

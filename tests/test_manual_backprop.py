@@ -26,7 +26,7 @@ from tests.conftest import to_f64
 
 
 def _max_rel_err(a, b) -> float:
-    """max over leaves of max|a - b| / max|b| (norm-relative, robust to tiny entries)."""
+    """max over leaves of max|a - b| / max|b| (norm-relative; robust to tiny values)"""
     errs = []
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         scale = float(jnp.max(jnp.abs(y)))
@@ -106,7 +106,7 @@ def test_manual_bp_equals_jax_grad_float32(spec):
 
 
 def test_manual_bp_path_calls_no_autodiff(monkeypatch):
-    """Poison jax.grad / vjp / jvp / linearize: manual_bp still runs (and bp does not)."""
+    """Poison jax.grad / vjp / jvp / linearize: manual_bp still runs, bp does not."""
     model, params, batch, loss = _case(
         dict(
             depth=3,
@@ -225,9 +225,9 @@ def test_worked_example(worked_example, factory):
     # printed to 3 decimals and consistent with exact arithmetic at that precision
     for k in ("z1", "h", "z2", "y_hat", "w1_new", "w2_new"):
         assert round(got[k], 3) == PRINTED[k], (k, got[k])
-    # The article rounds intermediates (|y_hat - y| = 0.547, sigma' = 0.248, ...), so its
-    # L, dw2 and dw1 differ from exact arithmetic in the third significant digit:
-    # exact L = 0.14936, dw2 = -0.08431, dw1 = +0.009550. Within 1% of the printed value:
+    # The article rounds intermediates (|y_hat - y| = 0.547, sigma' = 0.248, ...), so
+    # its L, dw2 and dw1 differ from exact arithmetic in the third significant digit:
+    # exact L = 0.14936, dw2 = -0.08431, dw1 = +0.009550. Within 1% of the printed:
     for k in ("L", "dw2", "dw1"):
         assert got[k] == pytest.approx(PRINTED[k], rel=0.01), (k, got[k])
     # the vanishing-gradient observation: |dw1| is ~9x smaller than |dw2|

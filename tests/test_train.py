@@ -1,4 +1,4 @@
-"""The training entry point: results.json contract, digits accuracy, divergence, errors."""
+"""The training entry point: results.json, digits accuracy, divergence, errors."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ Metrics = dict[str, jax.Array]
 
 
 class Batch(NamedTuple):
-    """A batch: inputs ``x`` ``[B, ...]`` and targets ``y`` (labels ``[B]`` or ``[B, K]``)."""
+    """A batch: inputs ``x`` ``[B, ...]``, targets ``y`` (labels ``[B]``/``[B, K]``)."""
 
     x: jax.Array
     y: jax.Array
@@ -65,14 +65,14 @@ class RulePredictFn(Protocol):
     def __call__(
         self, params: Params, state: RuleState, x: jax.Array
     ) -> Mapping[str, jax.Array]:
-        """Class scores ``[B, C]`` per prediction mode; the first mode is the headline."""
+        """Class scores ``[B, C]`` per prediction mode; the first is the headline."""
 
 
 class LearningRule(NamedTuple):
     """A learning rule: pure ``init`` / ``update`` functions (and optional ``predict``).
 
-    ``predict`` is ``None`` for rules whose model output is the prediction (argmax of the
-    read-out); forward-forward predicts by goodness instead.
+    ``predict`` is ``None`` for rules whose model output is the prediction (argmax of
+    the read-out); forward-forward predicts by goodness instead.
     """
 
     init: RuleInitFn
@@ -85,5 +85,5 @@ class UnsupportedModelError(ValueError):
 
 
 def loss_fn(model: Model, loss: Loss, params: Params, batch: Batch) -> jax.Array:
-    """The model's loss on a batch (a plain function, differentiable by ``jax.grad``)."""
+    """The model's loss on a batch (a plain function, differentiable by jax.grad)."""
     return loss.value(output(model, params, batch.x), batch.y)
