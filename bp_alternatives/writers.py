@@ -6,9 +6,12 @@ Metric names use ``/`` (``train/loss``, ``eval/accuracy``, ``align/angle_stage0`
 from __future__ import annotations
 
 import csv
+import netrc
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 
 class MetricWriter(Protocol):
@@ -70,9 +73,11 @@ class CSVWriter:
 class WandbWriter:
     """Logs to Weights & Biases (``logger=wandb``).
 
-    ``mode`` is ``online``, ``offline`` or ``disabled``. With ``online`` but no API key,
-    it falls back to ``offline`` with a one-line notice instead of prompting or hanging;
-    offline runs can be uploaded later with ``wandb sync``.
+    ``wandb.init`` gets project, entity, group (the sweep), job_type (the rule), tags,
+    the run name (the overrides) and the resolved config; ``write_scalars`` logs one
+    history row per epoch and ``write_summary`` the run summary. See ``init_wandb`` for
+    the modes and the offline fallback; offline runs are uploaded later with
+    ``wandb sync <dir>/wandb/offline-run-*``.
     """
 
     def __init__(
@@ -86,24 +91,21 @@ class WandbWriter:
         mode: str = "offline",
         directory: str = ".",
         config: Mapping[str, Any] | None = None,
+        init_timeout: float = 30.0,
+        notes: str | None = None,
     ):
-        import wandb
-
-        if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _has_netrc()):
-            print("wandb: no API key found; logging offline (upload later: wandb sync)")
-            mode = "offline"
-        self._wandb = wandb
-        self.run = wandb.init(
+        self.run = init_wandb(
+            mode=mode,
+            init_timeout=init_timeout,
             project=project,
             entity=entity,
             group=group,
             job_type=job_type,
             name=name,
             tags=list(tags or []),
-            mode=mode,
+            notes=notes,
             dir=directory,
             config=dict(config or {}),
-            settings=wandb.Settings(init_timeout=60, silent=True),
         )
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -117,10 +119,51 @@ class WandbWriter:
         self.run.finish()
 
 
-def _has_netrc() -> bool:
-    path = os.path.expanduser("~/.netrc")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def init_wandb(*, mode: str = "offline", init_timeout: float = 30.0, **kwargs: Any):
+    """``wandb.init(mode=mode, **kwargs)`` that never prompts and never hangs.
+
+    ``mode`` is ``online``, ``offline`` (files under ``<dir>/wandb/``, no network) or
+    ``disabled`` (nothing written). ``online`` falls back to ``offline`` with a one-line
+    notice on stderr when no API key is configured (``WANDB_API_KEY``, or ``~/.netrc``
+    for the W&B host) -- instead of an interactive login prompt -- and when the server
+    cannot be reached within ``init_timeout`` seconds.
+    """
+    import wandb
+
+    if mode not in WANDB_MODES:
+        raise ValueError(
+            f"unknown wandb mode {mode!r}; valid modes: {list(WANDB_MODES)}"
+        )
+    if mode == "online" and not _has_api_key():
+        _notice("no W&B API key (WANDB_API_KEY or ~/.netrc); logging offline")
+        mode = "offline"
+    settings = wandb.Settings(init_timeout=float(init_timeout), silent=True)
     try:
-        with open(path) as f:
-            return "api.wandb.ai" in f.read()
-    except OSError:
+        return wandb.init(mode=mode, settings=settings, **kwargs)
+    except Exception as e:  # CommError (network), AuthenticationError (bad key), ...
+        if mode != "online":
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = f"{type(e).__name__}: {reason[:100]}"
+        _notice(f"cannot reach W&B ({reason}); logging offline")
+        return wandb.init(mode="offline", settings=settings, **kwargs)
+
+
+def _notice(message: str) -> None:
+    print(f"wandb: {message} (upload later: wandb sync)", file=sys.stderr, flush=True)
+
+
+def _has_api_key() -> bool:
+    """Whether W&B can authenticate without prompting: ``WANDB_API_KEY``, an identity
+    token file, or a ``~/.netrc`` (``$NETRC``) entry for the W&B host."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path).authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
         return False

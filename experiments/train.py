@@ -1,19 +1,21 @@
 """Train one configuration: ``python -m experiments.train rule=fa data=digits seed=0``.
 
-This file is intentionally kept short; the logic is ``bp_alternatives.train.run``.
+This file is intentionally kept short; the logic is ``bp_alternatives.train.run``,
+wrapped by ``bp_alternatives.sweep.run_job`` so that in a sweep (``-m``) a failing job
+is recorded in its ``results.json`` and the sweep summary instead of stopping the
+others.
 """
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bp_alternatives.train import run
+from bp_alternatives.sweep import run_job
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = run(cfg, out_dir=HydraConfig.get().runtime.output_dir)
-    return results["final"].get(cfg.get("optimized_metric", "test_accuracy"))
+    return run_job(cfg, HydraConfig.get())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,879 @@
+"""Paper-style tables and plots from a directory of ``results.json`` files.
+
+``python -m experiments.compare DIR`` reads every ``results.json`` under ``DIR`` (a
+sweep directory, or several) and builds the comparison table of the papers: rows are
+rules (with their variants), columns are datasets / configurations, cells are the test
+error in percent, mean ± sample standard deviation over seeds, with the number of
+seeds. Runs that diverged or failed are counted in the cell ("1 diverged"), never
+averaged into a NaN. A "paper" column sits beside a configuration whose config names
+published numbers::
+
+    paper:                       # in an experiment config
+      source: "Nøkland (2016), Table 1"
+      test_error: {bp: 1.48, fa: 1.85, dfa: 1.82}   # or one number for every rule
+      note: "..."                # appended to the caption
+
+A config may also set ``column: <label>`` to name its column; otherwise the column is
+the dataset plus the config values that differ between that dataset's runs (seeds,
+rules, loggers and output paths aside), and a row is the rule plus the rule options
+that differ between its runs (``bp (remat=true)``).
+
+Plots (PNG and PDF, matplotlib's Agg backend), one set per column: learning curves per
+rule with a min-max band over seeds, the alignment angle per stage over epochs, and the
+per-stage exact gradient norm over epochs on a log scale (the vanishing-gradient
+picture).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+RESULTS = "results.json"
+STATUSES = ("ok", "diverged", "failed")
+RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg")
+EXTRAS = ("examples_per_second", "alignment")
+
+# Config keys that never distinguish one table column from another.
+_NOT_A_COLUMN = (
+    "rule",
+    "seed",
+    "logger",
+    "out_dir",
+    "run_name",
+    "paper",
+    "column",
+    "data.name",
+    "optimized_metric",
+    "hydra",
+    "trainer.progress",
+    "trainer.eval_chunk",
+    "trainer.seeds",
+    "trainer.data_parallel",
+    "trainer.checkpoint_every",
+    "trainer.compilation_cache_dir",
+)
+
+
+class CompareError(Exception):
+    """No results to compare, or a malformed ``results.json`` (the message names it)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the table and plots need from one ``results.json``."""
+
+    path: str
+    rule: str
+    dataset: str
+    seed: Any
+    status: str  # ok | diverged | failed
+    test_error: float | None  # percent, 100 * (1 - final.test_accuracy)
+    train_error: float | None
+    examples_per_second: float | None
+    final_alignment: tuple[float | None, ...] | None  # degrees per stage, last epoch
+    history: tuple[dict[str, Any], ...]
+    config: dict[str, Any]
+    error: str | None
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def find_results(dirs: Sequence[str]) -> list[str]:
+    """Every ``results.json`` under ``dirs`` (sorted); a missing directory is an
+    error, and so is finding none at all."""
+    paths: list[str] = []
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise CompareError(f"{d}: no such directory")
+        for root, subdirs, files in os.walk(d):
+            subdirs.sort()
+            if RESULTS in files:
+                paths.append(os.path.join(root, RESULTS))
+    if not paths:
+        raise CompareError(
+            f"no {RESULTS} under {', '.join(dirs)} (run a sweep first: "
+            "python -m experiments.train -m rule=bp,manual_bp seed=0,1)"
+        )
+    return sorted(set(paths))
+
+
+def load_run(path: str) -> RunRecord:
+    """Parse and check one ``results.json``; ``CompareError`` names the file and the
+    field when it is malformed."""
+    try:
+        with open(path) as f:
+            r = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CompareError(f"{path}: malformed {RESULTS} (not JSON: {e})") from e
+    except OSError as e:
+        raise CompareError(f"{path}: cannot read ({e})") from e
+
+    def bad(what: str) -> CompareError:
+        return CompareError(f"{path}: malformed {RESULTS}: {what}")
+
+    if not isinstance(r, dict):
+        raise bad(f"expected an object, got {type(r).__name__}")
+    status = r.get("status")
+    if status not in STATUSES:
+        raise bad(f"'status' is {status!r}, expected one of {list(STATUSES)}")
+    rule = r.get("rule")
+    if status != "failed" and not isinstance(rule, str):
+        raise bad(f"'rule' is {rule!r}, expected a string")
+    final = r.get("final")
+    history = r.get("history")
+    if status != "failed":
+        if not isinstance(final, dict):
+            raise bad("'final' missing or not an object")
+        if not isinstance(history, list) or not all(
+            isinstance(e, dict) for e in history
+        ):
+            raise bad("'history' missing or not a list of objects")
+    final = final if isinstance(final, dict) else {}
+    history = history if isinstance(history, list) else []
+    test_acc = final.get("test_accuracy")
+    if status == "ok" and not isinstance(test_acc, int | float):
+        raise bad("'final.test_accuracy' missing or not a number in an ok run")
+    config = r.get("config") if isinstance(r.get("config"), dict) else {}
+    align = history[-1].get("alignment_deg") if history else None
+    return RunRecord(
+        path=path,
+        rule=rule if isinstance(rule, str) else "?",
+        dataset=str(r.get("dataset") or _get(config, "data.name") or "?"),
+        seed=r.get("seed"),
+        status=status,
+        test_error=_error_pct(test_acc),
+        train_error=_error_pct(final.get("train_accuracy")),
+        examples_per_second=_num(r.get("examples_per_second")),
+        final_alignment=tuple(_num(a) for a in align)
+        if isinstance(align, list)
+        else None,
+        history=tuple(history),
+        config=config,
+        error=r.get("error"),
+    )
+
+
+def load_runs(dirs: Sequence[str]) -> list[RunRecord]:
+    """Every run under ``dirs``."""
+    return [load_run(p) for p in find_results(dirs)]
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _error_pct(acc: Any) -> float | None:
+    a = _num(acc)
+    return None if a is None else 100.0 * (1.0 - a)
+
+
+def _get(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for k in dotted.split("."):
+        if not isinstance(node, Mapping) or k not in node:
+            return None
+        node = node[k]
+    return node
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b": "<value as on the command line>"}``."""
+    if isinstance(tree, Mapping):
+        out: dict[str, str] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: _fmt_value(tree)}
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(_fmt_value(e) for e in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ",".join(f"{k}:{_fmt_value(e)}" for k, e in v.items()) + "}"
+    return str(v)
+
+
+def _varying(flats: list[dict[str, str]], excluded: Iterable[str]) -> list[str]:
+    """Keys whose value (or presence) differs between the flattened configs."""
+    excluded = tuple(excluded)
+    keys = sorted({k for f in flats for k in f})
+    out = []
+    for k in keys:
+        if any(k == e or k.startswith(e + ".") for e in excluded):
+            continue
+        if len({f.get(k, "<unset>") for f in flats}) > 1:
+            out.append(k)
+    return out
+
+
+def row_labels(runs: Sequence[RunRecord]) -> list[str]:
+    """The table row of each run: the rule, plus the rule options that differ
+    between runs of that rule (``bp (remat=true)``)."""
+    flats = [_flatten(r.config.get("rule") or {}) for r in runs]
+    by_rule: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        by_rule.setdefault(r.rule, []).append(i)
+    labels = [r.rule for r in runs]
+    for idx in by_rule.values():
+        keys = _varying([flats[i] for i in idx], excluded=("name",))
+        for i in idx:
+            if keys:
+                opts = ", ".join(f"{k}={flats[i].get(k, 'unset')}" for k in keys)
+                labels[i] = f"{runs[i].rule} ({opts})"
+    return labels
+
+
+def column_labels(runs: Sequence[RunRecord]) -> list[str]:
+    """The table column of each run: ``config.column`` if set, else the dataset plus
+    the config values that differ between that dataset's runs."""
+    labels: list[str] = [""] * len(runs)
+    by_dataset: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        explicit = r.config.get("column")
+        if explicit:
+            labels[i] = str(explicit)
+        else:
+            by_dataset.setdefault(r.dataset, []).append(i)
+    for dataset, idx in by_dataset.items():
+        flats = [_flatten(runs[i].config) for i in idx]
+        keys = _varying(flats, _NOT_A_COLUMN)
+        for i, f in zip(idx, flats):
+            opts = ", ".join(f"{k}={f.get(k, 'unset')}" for k in keys)
+            labels[i] = f"{dataset} ({opts})" if keys else dataset
+    return labels
+
+
+# ------------------------------------------------------------------------------ table
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``ddof=1``; ``None`` for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+@dataclass
+class Cell:
+    """One (row, column) of the table: the runs of that rule on that config."""
+
+    row: str
+    column: str
+    runs: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.status == "ok" and r.test_error is not None]
+
+    @property
+    def n_diverged(self) -> int:
+        return sum(r.status == "diverged" for r in self.runs)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status == "failed" for r in self.runs)
+
+    @property
+    def test_error(self) -> tuple[float, float | None] | None:
+        ok = self.ok
+        return mean_std([r.test_error for r in ok]) if ok else None
+
+    @property
+    def train_error(self) -> float | None:
+        v = [r.train_error for r in self.ok if r.train_error is not None]
+        return sum(v) / len(v) if v else None
+
+    @property
+    def examples_per_second(self) -> float | None:
+        v = [r.examples_per_second for r in self.ok if r.examples_per_second]
+        return sum(v) / len(v) if v else None
+
+    @property
+    def alignment(self) -> list[float | None] | None:
+        """Final alignment angle per stage (degrees), mean over the ok seeds."""
+        per_run = [r.final_alignment for r in self.ok if r.final_alignment]
+        if not per_run:
+            return None
+        stages = max(len(a) for a in per_run)
+        out: list[float | None] = []
+        for s in range(stages):
+            v = [a[s] for a in per_run if s < len(a) and a[s] is not None]
+            out.append(sum(v) / len(v) if v else None)
+        return out
+
+    @property
+    def paper(self) -> tuple[float | None, str | None, str | None]:
+        """(published test error %, source, note) from the runs' ``paper`` config."""
+        for r in self.runs:
+            p = r.config.get("paper")
+            if not isinstance(p, Mapping):
+                continue
+            te = p.get("test_error")
+            if isinstance(te, Mapping):
+                te = te.get(self.row, te.get(r.rule))
+            te = _num(te)
+            if te is not None:
+                return te, p.get("source"), p.get("note")
+        return None, None, None
+
+    def status_note(self) -> str:
+        parts = []
+        if self.n_diverged:
+            parts.append(f"{self.n_diverged} diverged")
+        if self.n_failed:
+            parts.append(f"{self.n_failed} failed")
+        return ", ".join(parts)
+
+
+@dataclass
+class Table:
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell]
+    extras: tuple[str, ...]
+
+    @property
+    def paper_columns(self) -> list[str]:
+        return [
+            c
+            for c in self.columns
+            if any(
+                self.cells[(r, c)].paper[0] is not None
+                for r in self.rows
+                if (r, c) in self.cells
+            )
+        ]
+
+    @property
+    def caption(self) -> str:
+        text = (
+            "Test error (%) on the test split: mean ± sample standard deviation over "
+            "seeds (n = seeds that finished). Diverged and failed runs are counted "
+            "beside the number, never averaged into it."
+        )
+        sources, notes = [], []
+        for cell in self.cells.values():
+            _, src, note = cell.paper
+            if src and src not in sources:
+                sources.append(src)
+            if note and note not in notes:
+                notes.append(note)
+        if sources:
+            text += " Paper: " + "; ".join(sources) + "."
+        for note in notes:
+            text += " " + note.strip()
+        return text
+
+
+def _row_key(label: str) -> tuple[int, str]:
+    base = label.split(" (")[0]
+    return (RULE_ORDER.index(base) if base in RULE_ORDER else len(RULE_ORDER), label)
+
+
+def build_table(runs: Sequence[RunRecord], extras: Sequence[str] = EXTRAS) -> Table:
+    """Group ``runs`` by (row, column) into cells."""
+    for e in extras:
+        if e not in EXTRAS:
+            raise ValueError(
+                f"unknown extra column {e!r}; valid extras: {list(EXTRAS)}"
+            )
+    rows = row_labels(runs)
+    cols = column_labels(runs)
+    cells: dict[tuple[str, str], Cell] = {}
+    for run, r, c in zip(runs, rows, cols):
+        cells.setdefault((r, c), Cell(r, c)).runs.append(run)
+    return Table(
+        rows=sorted(set(rows), key=_row_key),
+        columns=sorted(set(cols)),
+        cells=cells,
+        extras=tuple(extras),
+    )
+
+
+def duplicate_seeds(table: Table) -> list[str]:
+    """Cells holding two runs with the same seed (e.g. the same sweep passed twice):
+    one message per cell; such runs are not independent samples."""
+    out = []
+    for (r, c), cell in table.cells.items():
+        seeds = [x.seed for x in cell.runs]
+        dup = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+        if dup:
+            paths = [x.path for x in cell.runs if str(x.seed) in dup]
+            out.append(
+                f"{r} / {c}: seed {', '.join(dup)} appears {len(paths)} times "
+                f"({', '.join(paths)})"
+            )
+    return out
+
+
+def _cell_text(cell: Cell | None, latex: bool = False) -> str:
+    if cell is None or not cell.runs:
+        return "–"
+    te = cell.test_error
+    note = cell.status_note()
+    if te is None:  # nothing finished: say how the runs ended
+        return note or "–"
+    mean, std = te
+    n = len(cell.ok)
+    pm = r"\pm" if latex else "±"
+    num = f"{mean:.2f}" if std is None else f"{mean:.2f} {pm} {std:.2f}"
+    if latex:
+        num = f"${num}$"
+    text = f"{num} ({n})" if latex else f"{num} (n={n})"
+    return f"{text}, {note}" if note else text
+
+
+def _fmt_eps(v: float | None) -> str:
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def _fmt_align(v: list[float | None] | None) -> str:
+    if not v:
+        return "–"
+    return "/".join("–" if a is None else f"{a:.0f}" for a in v)
+
+
+def _header_and_rows(table: Table, latex: bool) -> tuple[list[str], list[list[str]]]:
+    paper_cols = set(table.paper_columns)
+    many = len(table.columns) > 1
+    header = ["rule"]
+    for c in table.columns:
+        header.append(c)
+        if c in paper_cols:
+            header.append(f"{c}: paper" if many else "paper")
+        if "examples_per_second" in table.extras:
+            header.append(f"{c}: examples/s" if many else "examples/s")
+        if "alignment" in table.extras:
+            name = "final alignment (deg/stage)"
+            header.append(f"{c}: {name}" if many else name)
+    body = []
+    for r in table.rows:
+        line = [r]
+        for c in table.columns:
+            cell = table.cells.get((r, c))
+            line.append(_cell_text(cell, latex))
+            if c in paper_cols:
+                p = cell.paper[0] if cell else None
+                line.append("–" if p is None else f"{p:.2f}")
+            if "examples_per_second" in table.extras:
+                line.append(_fmt_eps(cell.examples_per_second if cell else None))
+            if "alignment" in table.extras:
+                line.append(_fmt_align(cell.alignment if cell else None))
+        body.append(line)
+    return header, body
+
+
+def to_markdown(table: Table) -> str:
+    header, body = _header_and_rows(table, latex=False)
+
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [
+        "| " + " | ".join(esc(h) for h in header) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
+    ]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in body]
+    return "\n".join(lines) + f"\n\n{table.caption}\n"
+
+
+_LATEX_ESCAPES = {
+    "&": r"\&",
+    "%": r"\%",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+}
+
+
+def _tex(s: str) -> str:
+    if s.startswith("$") or "$" in s:  # a cell with math: escape only outside $...$
+        parts = s.split("$")
+        return "$".join(p if i % 2 else _tex(p) for i, p in enumerate(parts))
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in s).replace("–", "--")
+
+
+def to_latex(table: Table) -> str:
+    header, body = _header_and_rows(table, latex=True)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\hline",
+        " & ".join(_tex(h) for h in header) + r" \\",
+        r"\hline",
+    ]
+    lines += [" & ".join(_tex(v) for v in row) + r" \\" for row in body]
+    lines += [
+        r"\hline",
+        r"\end{tabular}",
+        r"\caption{" + _tex(table.caption).replace("±", r"$\pm$") + "}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = (
+    "row",
+    "rule",
+    "column",
+    "dataset",
+    "n_runs",
+    "n_ok",
+    "n_diverged",
+    "n_failed",
+    "test_error_mean",
+    "test_error_std",
+    "train_error_mean",
+    "examples_per_second",
+    "final_alignment_deg",
+    "paper_test_error",
+    "paper_source",
+    "seeds",
+)
+
+
+def csv_rows(table: Table) -> list[dict[str, Any]]:
+    """One tidy row per cell (the CSV and the W&B table)."""
+    out = []
+    for r in table.rows:
+        for c in table.columns:
+            cell = table.cells.get((r, c))
+            if cell is None:
+                continue
+            te = cell.test_error
+            paper, source, _ = cell.paper
+            out.append(
+                {
+                    "row": r,
+                    "rule": cell.runs[0].rule,
+                    "column": c,
+                    "dataset": cell.runs[0].dataset,
+                    "n_runs": len(cell.runs),
+                    "n_ok": len(cell.ok),
+                    "n_diverged": cell.n_diverged,
+                    "n_failed": cell.n_failed,
+                    "test_error_mean": None if te is None else te[0],
+                    "test_error_std": None if te is None else te[1],
+                    "train_error_mean": cell.train_error,
+                    "examples_per_second": cell.examples_per_second,
+                    "final_alignment_deg": _fmt_align(cell.alignment)
+                    if cell.alignment
+                    else None,
+                    "paper_test_error": paper,
+                    "paper_source": source,
+                    "seeds": " ".join(str(x.seed) for x in cell.runs),
+                }
+            )
+    return out
+
+
+def to_csv(table: Table) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in csv_rows(table):
+        w.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+FORMATS = {"md": to_markdown, "latex": to_latex, "csv": to_csv}
+SUFFIX = {"md": "md", "latex": "tex", "csv": "csv"}
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_") or "all"
+
+
+def _series(runs: Sequence[RunRecord], key: str, stage: int | None = None):
+    """Per epoch: (epochs, mean, min, max) of ``history[key]`` (or its ``stage``-th
+    entry) over ``runs``, skipping missing / non-finite values."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for i, entry in enumerate(run.history):
+            v = entry.get(key)
+            if stage is not None:
+                v = v[stage] if isinstance(v, list) and stage < len(v) else None
+            v = _num(v)
+            if v is not None:
+                by_epoch.setdefault(int(entry.get("epoch", i + 1)), []).append(v)
+    epochs = sorted(by_epoch)
+    vals = [by_epoch[e] for e in epochs]
+    return (
+        epochs,
+        [sum(v) / len(v) for v in vals],
+        [min(v) for v in vals],
+        [max(v) for v in vals],
+    )
+
+
+def _num_stages(runs: Sequence[RunRecord], key: str) -> int:
+    return max(
+        (len(e[key]) for r in runs for e in r.history if isinstance(e.get(key), list)),
+        default=0,
+    )
+
+
+def _save(fig, out_dir: str, name: str) -> list[str]:
+    paths = []
+    for ext in ("png", "pdf"):
+        p = os.path.join(out_dir, f"{name}.{ext}")
+        fig.savefig(p, dpi=120)
+        paths.append(p)
+    return paths
+
+
+def plot_all(
+    runs: Sequence[RunRecord], out_dir: str, table: Table | None = None
+) -> list[str]:
+    """Write the plots for every column of the table; return the file paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = table or build_table(runs, extras=())
+    rows, cols = row_labels(runs), column_labels(runs)
+    os.makedirs(out_dir, exist_ok=True)
+    paths: list[str] = []
+    for c in table.columns:
+        by_row = {
+            r: [run for run, rr, cc in zip(runs, rows, cols) if rr == r and cc == c]
+            for r in table.rows
+        }
+        by_row = {r: v for r, v in by_row.items() if any(x.history for x in v)}
+        if not by_row:
+            continue
+        slug = _slug(c)
+        paths += _plot_curves(plt, by_row, c, out_dir, f"learning_curves_{slug}")
+        for key, title, log, name in (
+            ("alignment_deg", "alignment with the gradient (deg)", False, "alignment"),
+            ("grad_norm", "exact gradient norm", True, "grad_norm"),
+        ):
+            paths += _plot_stages(
+                plt, by_row, c, key, title, log, out_dir, f"{name}_{slug}"
+            )
+    return paths
+
+
+def _plot_curves(plt, by_row, column: str, out_dir: str, name: str) -> list[str]:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for i, (label, runs) in enumerate(by_row.items()):
+        color = f"C{i % 10}"
+        for ax, key, scale in (
+            (axes[0], "test_accuracy", True),
+            (axes[1], "train_loss", False),
+        ):
+            ep, mean, lo, hi = _series(runs, key)
+            if not ep:
+                continue
+            if scale:  # accuracy -> error (%)
+                mean, lo, hi = ([100 * (1 - v) for v in s] for s in (mean, hi, lo))
+            ax.plot(ep, mean, color=color, label=f"{label} ({len(runs)})")
+            ax.fill_between(ep, lo, hi, color=color, alpha=0.2, linewidth=0)
+    axes[0].set(xlabel="epoch", ylabel="test error (%)", title=column)
+    axes[1].set(xlabel="epoch", ylabel="train loss", title=column)
+    if any(line.get_ydata().min() > 0 for line in axes[1].get_lines()):
+        axes[1].set_yscale("log")
+    axes[0].legend(fontsize="small")
+    paths = _save(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+def _plot_stages(
+    plt, by_row, column: str, key: str, title: str, log: bool, out_dir: str, name: str
+) -> list[str]:
+    with_key = {r: v for r, v in by_row.items() if _num_stages(v, key)}
+    if not with_key:
+        return []
+    n = len(with_key)
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(4 * ncols, 3.2 * nrows),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, (label, runs) in zip(axes.flat, with_key.items()):
+        for s in range(_num_stages(runs, key)):
+            ep, mean, lo, hi = _series(runs, key, stage=s)
+            if log:  # a log axis shows positive values only
+                keep = [i for i, v in enumerate(lo) if v > 0]
+                ep, mean, lo, hi = (
+                    [seq[i] for i in keep] for seq in (ep, mean, lo, hi)
+                )
+            if not ep:
+                continue
+            ax.plot(ep, mean, color=f"C{s % 10}", label=f"stage {s}")
+            ax.fill_between(ep, lo, hi, color=f"C{s % 10}", alpha=0.2, linewidth=0)
+        if log and ax.get_lines():
+            ax.set_yscale("log")
+        if key == "alignment_deg":  # 0 = the gradient, 90 = orthogonal to it
+            ax.set_ylim(0, max(95.0, ax.get_ylim()[1]))
+        ax.set(xlabel="epoch", ylabel=title, title=label)
+        if ax.get_lines():
+            ax.legend(fontsize="x-small")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(column)
+    paths = _save(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------- W&B aggregate
+
+
+def log_to_wandb(
+    table: Table,
+    plot_paths: Sequence[str],
+    *,
+    mode: str = "offline",
+    project: str = "bp-alternatives",
+    entity: str | None = None,
+    group: str | None = None,
+    directory: str = ".",
+    config: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Log the table (a ``wandb.Table``) and the PNG plots (``wandb.Image``) to one
+    aggregate run (``job_type=compare``); return the run's directory."""
+    import wandb
+
+    from bp_alternatives.writers import init_wandb
+
+    run = init_wandb(
+        mode=mode,
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="compare",
+        name=f"compare-{group}" if group else "compare",
+        dir=directory,
+        config=dict(config or {}),
+    )
+    try:
+        rows = csv_rows(table)
+        wt = wandb.Table(
+            columns=list(CSV_FIELDS), data=[[r[k] for k in CSV_FIELDS] for r in rows]
+        )
+        images = {
+            f"plots/{os.path.splitext(os.path.basename(p))[0]}": wandb.Image(p)
+            for p in plot_paths
+            if p.endswith(".png")
+        }
+        run.log({"comparison": wt, **images})
+        run.summary["caption"] = table.caption
+        run.summary["markdown"] = to_markdown(table)
+        return getattr(run, "dir", None)
+    finally:
+        run.finish()
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m experiments.compare DIR [DIR ...] [--format md|latex|csv]
+    [--out FILE] [--plots-dir DIR | --no-plots] [--extras ...] [--wandb MODE]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.compare",
+        description="Paper-style table and plots from every results.json under DIR.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep or run directories")
+    p.add_argument("--format", choices=sorted(FORMATS), default="md")
+    p.add_argument("--out", help="write the table here instead of printing it")
+    p.add_argument(
+        "--plots-dir",
+        help="where table.{md,tex,csv} and the plots go (default: DIR/compare)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument(
+        "--extras",
+        default=",".join(EXTRAS),
+        help=f"extra columns, comma-separated from {list(EXTRAS)}, or 'none'",
+    )
+    p.add_argument(
+        "--wandb",
+        choices=["online", "offline", "disabled"],
+        help="also log the table and plots to one aggregate W&B run",
+    )
+    p.add_argument("--wandb-project", default="bp-alternatives")
+    p.add_argument("--wandb-entity", default=None)
+    p.add_argument("--wandb-group", default=None)
+    args = p.parse_args(argv)
+
+    extras = [] if args.extras in ("", "none") else args.extras.split(",")
+    try:
+        runs = load_runs(args.dirs)
+        table = build_table(runs, extras=extras)
+    except (CompareError, ValueError) as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 2
+
+    for message in duplicate_seeds(table):
+        print(f"compare: warning: {message}", file=sys.stderr)
+    text = FORMATS[args.format](table)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    else:
+        print(text, end="")
+
+    out_dir = args.plots_dir or os.path.join(args.dirs[0], "compare")
+    os.makedirs(out_dir, exist_ok=True)
+    for fmt, fn in FORMATS.items():
+        with open(os.path.join(out_dir, f"table.{SUFFIX[fmt]}"), "w") as f:
+            f.write(fn(table))
+    plots = [] if args.no_plots else plot_all(runs, out_dir, table)
+    counts = {s: sum(r.status == s for r in runs) for s in STATUSES}
+    print(
+        f"\n{len(runs)} runs ({counts['ok']} ok, {counts['diverged']} diverged, "
+        f"{counts['failed']} failed)"
+        + (f"; table written to {args.out}" if args.out else "")
+        + f"; tables{' and plots' if plots else ''} in {out_dir}/"
+        + (f" ({len(plots)} plot files)" if plots else "")
+    )
+    if args.wandb:
+        group = args.wandb_group or os.path.basename(os.path.abspath(args.dirs[0]))
+        log_to_wandb(
+            table,
+            plots,
+            mode=args.wandb,
+            project=args.wandb_project,
+            entity=args.wandb_entity,
+            group=group,
+            directory=out_dir,
+            config={"dirs": [os.path.abspath(d) for d in args.dirs]},
+        )
+    return 0

@@ -1,0 +1,240 @@
+"""Sweep bookkeeping: a failing job is recorded, never fatal to the other jobs.
+
+``run_job(cfg, hydra_cfg)`` is what ``experiments/train.py``'s ``main`` calls for every
+job, whatever the launcher (basic, joblib, submitit local or Slurm). It names the run
+after its overrides (``rule=fa,seed=1``), groups W&B runs by sweep, and catches the
+job's exception: the job's ``results.json`` then has ``status: failed`` with the error
+and traceback, and the job returns normally so the launcher goes on with the others
+(in a single run the exception is re-raised after being recorded).
+
+Each job appends one JSON line to ``<sweep dir>/sweep_summary.jsonl``; the
+``SweepSummary`` Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``) turns
+those lines into ``<sweep dir>/sweep_summary.md`` when the sweep ends, prints which
+jobs failed and why, and exits with status 1 if any did.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, NamedTuple
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bp_alternatives.train import run, write_json
+
+SUMMARY_JSONL = "sweep_summary.jsonl"
+SUMMARY_MD = "sweep_summary.md"
+
+
+class JobContext(NamedTuple):
+    """Where a job runs and what it is called, from Hydra's runtime config."""
+
+    out_dir: str
+    multirun: bool
+    sweep_dir: str | None
+    override_dirname: str
+    overrides: list[str]
+    num: int | None
+
+
+def job_context(hydra_cfg: DictConfig) -> JobContext:
+    """Read the job's context from ``HydraConfig.get()``."""
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = os.path.abspath(str(hydra_cfg.sweep.dir)) if multirun else None
+    return JobContext(
+        out_dir=str(hydra_cfg.runtime.output_dir),
+        multirun=multirun,
+        sweep_dir=sweep_dir,
+        override_dirname=str(hydra_cfg.job.get("override_dirname") or ""),
+        overrides=list(hydra_cfg.overrides.task),
+        num=hydra_cfg.job.get("num") if multirun else None,
+    )
+
+
+def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
+    """Run one job and record its outcome; return ``cfg.optimized_metric``.
+
+    A job that raises writes ``results.json`` with ``status: failed``; in a sweep the
+    function then returns ``None`` so the launcher carries on, in a single run it
+    re-raises.
+    """
+    ctx = job_context(hydra_cfg)
+    with open_dict(cfg):
+        if not cfg.get("run_name") and ctx.override_dirname:
+            cfg.run_name = ctx.override_dirname
+        logger = cfg.get("logger")
+        if logger is not None and logger.get("name") == "wandb":
+            if not logger.get("group") and ctx.sweep_dir:
+                logger.group = os.path.basename(ctx.sweep_dir)
+    start = time.perf_counter()
+    try:
+        results = run(cfg, out_dir=ctx.out_dir)
+    except Exception as e:
+        results = failed_results(cfg, e)
+        write_json(os.path.join(ctx.out_dir, "results.json"), results)
+        if not ctx.multirun:  # a single run fails loudly, as before
+            raise
+        print(
+            f"[job failed] {ctx.override_dirname or ctx.out_dir}: {results['error']}",
+            file=sys.stderr,
+        )
+        record(ctx, results, time.perf_counter() - start)
+        return None
+    # trainer.seeds=[...] trains several seeds in one program: a list of results,
+    # each in <job dir>/seed=<s>/
+    runs = results if isinstance(results, list) else [results]
+    seconds = time.perf_counter() - start
+    if ctx.sweep_dir:
+        for r in runs:
+            record(ctx, r, seconds)
+    metric = cfg.get("optimized_metric", "test_accuracy")
+    values = [r["final"].get(metric) for r in runs]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def failed_results(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
+    """The ``results.json`` of a job that raised: what it was, and the error."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an unresolvable interpolation may be the very error
+        config = OmegaConf.to_container(cfg, resolve=False)
+
+    def get(path: str) -> Any:
+        try:
+            return OmegaConf.select(cfg, path, throw_on_missing=False)
+        except Exception:
+            return None
+
+    seed = get("seed")
+    return {
+        "rule": get("rule.name"),
+        "dataset": get("data.name"),
+        "seed": int(seed) if isinstance(seed, int) else seed,
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": "".join(traceback.format_exception(error)),
+        "final": {},
+        "history": [],
+        "config": config,
+    }
+
+
+def record(ctx: JobContext, results: dict[str, Any], seconds: float) -> None:
+    """Append the job's outcome to ``<sweep dir>/sweep_summary.jsonl`` (locked)."""
+    out_dir = ctx.out_dir
+    if isinstance(results.get("seed"), int) and os.path.isdir(
+        seed_dir := os.path.join(out_dir, f"seed={results['seed']}")
+    ):
+        out_dir = seed_dir
+    line = {
+        "job": ctx.num,
+        "dir": os.path.relpath(out_dir, ctx.sweep_dir),
+        "overrides": ctx.overrides,
+        "status": results.get("status"),
+        "test_accuracy": (results.get("final") or {}).get("test_accuracy"),
+        "error": results.get("error"),
+        "seconds": round(seconds, 3),
+    }
+    os.makedirs(ctx.sweep_dir, exist_ok=True)
+    with open(os.path.join(ctx.sweep_dir, SUMMARY_JSONL), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.write(json.dumps(line) + "\n")
+            f.flush()
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_records(sweep_dir: str) -> list[dict[str, Any]]:
+    """The jobs' lines of ``sweep_summary.jsonl`` (the last line per run dir wins),
+    plus a ``no record`` entry for every job directory that has none (a job killed
+    before it could write, e.g. by Slurm's time limit)."""
+    records: dict[str, dict[str, Any]] = {}
+    path = os.path.join(sweep_dir, SUMMARY_JSONL)
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    records[r["dir"]] = r
+    seen = {r["dir"].split(os.sep)[0] for r in records.values()}
+    for name in sorted(os.listdir(sweep_dir)):
+        job_dir = os.path.join(sweep_dir, name)
+        if name not in seen and os.path.isdir(os.path.join(job_dir, ".hydra")):
+            records[name] = {
+                "job": None,
+                "dir": name,
+                "overrides": [],
+                "status": "no record",
+                "test_accuracy": None,
+                "error": "the job left no record (killed, or crashed outside Python?)",
+            }
+    return sorted(
+        records.values(),
+        key=lambda r: (
+            r["job"] is None,
+            r["job"] if r["job"] is not None else 0,
+            r["dir"],
+        ),
+    )
+
+
+def summarise(sweep_dir: str) -> tuple[str, list[dict[str, Any]]]:
+    """Write ``sweep_summary.md``; return its text and the records that did not
+    finish (``failed`` or ``no record``)."""
+    records = read_records(sweep_dir)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    bad = [r for r in records if r["status"] not in ("ok", "diverged")]
+    head = f"{len(records)} runs: " + ", ".join(
+        f"{counts.get(s, 0)} {s}"
+        for s in ("ok", "diverged", "failed", "no record")
+        if counts.get(s, 0) or s in ("ok", "failed")
+    )
+    lines = [
+        f"# Sweep summary: {sweep_dir}",
+        "",
+        head,
+        "",
+        "| job | run directory | status | test accuracy | error |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        acc = r.get("test_accuracy")
+        err = (r.get("error") or "").replace("\n", " ").replace("|", "\\|")
+        lines.append(
+            f"| {'' if r['job'] is None else r['job']} | {r['dir']} | {r['status']} | "
+            f"{'' if acc is None else f'{acc:.4f}'} | {err} |"
+        )
+    text = "\n".join(lines) + "\n"
+    tmp = os.path.join(sweep_dir, f".{SUMMARY_MD}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(sweep_dir, SUMMARY_MD))
+    return head, bad
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a sweep, write and print its summary; exit 1 if
+    a job failed (after every job has run)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = os.path.abspath(str(config.hydra.sweep.dir))
+        if not os.path.isdir(sweep_dir):
+            return
+        head, bad = summarise(sweep_dir)
+        print(f"sweep: {head} -> {os.path.join(sweep_dir, SUMMARY_MD)}")
+        for r in bad:
+            print(f"  {r['status'].upper()} {r['dir']}: {r.get('error')}")
+        sys.stdout.flush()
+        if bad:
+            raise SystemExit(1)

@@ -1,0 +1,200 @@
+"""logger=wandb, offline: what was logged is read back from the run's .wandb file with
+wandb's own reader (``wandb leet inspect --json``); the online fallbacks (no API key,
+unreachable server) go offline with a one-line notice and never hang."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from bp_alternatives.compare import CSV_FIELDS, main
+from bp_alternatives.writers import WandbWriter
+from tests.test_compare import fake_results
+from tests.test_sweeps import TINY
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wandb_file(directory) -> str:
+    pattern = os.path.join(glob.escape(str(directory)), "wandb", "offline-run-*")
+    files = glob.glob(os.path.join(pattern, "run-*.wandb"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def inspect(path: str) -> tuple[dict, list[dict]]:
+    """(``--summary --json``: config, summary, name...; ``--json``: every record)."""
+
+    def leet(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "wandb", "leet", "inspect", *args, path],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    summary = json.loads(leet("--summary", "--json"))
+    records = [json.loads(line) for line in leet("--json").splitlines() if line]
+    return summary, records
+
+
+def test_sweep_job_logs_config_history_and_summary(tmp_path):
+    """One job of a sweep with logger=wandb: named after its overrides, grouped by
+    the sweep, job_type = the rule; per-epoch metrics equal results.json's history."""
+    sweep_dir = tmp_path / "my_sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "-m",
+            "rule=bp",
+            "seed=3",
+            "logger=wandb",
+            "logger.tags=[t1,t2]",
+            *TINY,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = sweep_dir / "logger.tags=[t1,t2],logger=wandb,rule=bp,seed=3"
+    with open(run_dir / "results.json") as f:
+        res = json.load(f)
+    summary, records = inspect(wandb_file(run_dir))
+
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["display_name"] == run_dir.name
+    assert run["run_group"] == "my_sweep"
+    assert run["job_type"] == "bp"
+    assert run["project"] == "bp-alternatives"
+    assert run["tags"] == ["t1", "t2"]
+    # the resolved config
+    cfg = summary["config"]
+    assert cfg["rule"]["name"] == "bp" and cfg["seed"] == 3
+    assert cfg["model"]["hidden"] == [8] and cfg["trainer"]["epochs"] == 2
+    assert cfg == {k: v for k, v in res["config"].items() if k in cfg}
+
+    history = [r["history"] for r in records if r["type"] == "history"]
+    assert [h["step"]["num"] for h in history] == [1, 2]
+    for h, entry in zip(history, res["history"]):
+        item = h["item"]
+        assert item["eval/accuracy"] == pytest.approx(entry["test_accuracy"])
+        assert item["train/loss"] == pytest.approx(entry["train_loss"])
+        for key in ("alignment_deg", "grad_norm"):  # per stage
+            for s, v in enumerate(entry[key]):
+                assert item[f"{key}/stage{s}"] == pytest.approx(v), (key, s)
+        assert f"grad_norm/stage{len(entry['grad_norm']) - 1}" in item
+
+    s = summary["summary"]
+    for k, v in res["final"].items():
+        assert s[f"final/{k}"] == pytest.approx(v), k
+    assert s["status"] == "ok"
+    assert s["examples_per_second"] == pytest.approx(res["examples_per_second"])
+    assert summary["state"] == "finished" and summary["exit_code"] == 0
+
+
+def test_online_without_api_key_goes_offline_with_one_notice(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_IDENTITY_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    start = time.perf_counter()
+    w = WandbWriter(mode="online", directory=str(tmp_path), name="x", init_timeout=5)
+    w.write_scalars(1, {"train/loss": 0.5})
+    w.close()
+    assert time.perf_counter() - start < 60
+    notices = [line for line in capsys.readouterr().err.splitlines() if "W&B" in line]
+    assert notices == [
+        "wandb: no W&B API key (WANDB_API_KEY or ~/.netrc); logging offline "
+        "(upload later: wandb sync)"
+    ]
+    _, records = inspect(wandb_file(tmp_path))
+    (h,) = [r["history"]["item"] for r in records if r["type"] == "history"]
+    assert h["train/loss"] == 0.5
+
+
+@pytest.mark.slow  # waits out init_timeout by design
+def test_online_with_unreachable_server_goes_offline_quickly(tmp_path):
+    """A key but no server (a closed port on loopback): init gives up after
+    init_timeout, the run continues offline. In a subprocess: the bogus key and URL
+    must not leak into wandb's process-wide state."""
+    code = textwrap.dedent(
+        f"""
+        from bp_alternatives.writers import WandbWriter
+        w = WandbWriter(mode="online", directory={str(tmp_path)!r}, init_timeout=3)
+        w.write_scalars(1, {{"train/loss": 0.25}})
+        w.close()
+        print("mode", w.run.settings.mode)
+        """
+    )
+    env = dict(os.environ, WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mode offline" in proc.stdout
+    notices = [line for line in proc.stderr.splitlines() if "cannot reach W&B" in line]
+    assert len(notices) == 1 and notices[0].endswith(
+        "logging offline (upload later: wandb sync)"
+    ), proc.stderr
+    assert elapsed < 60
+    _, records = inspect(wandb_file(tmp_path))
+    (h,) = [r["history"]["item"] for r in records if r["type"] == "history"]
+    assert h["train/loss"] == 0.25
+
+
+def test_disabled_mode_writes_nothing(tmp_path):
+    w = WandbWriter(mode="disabled", directory=str(tmp_path))
+    w.write_scalars(1, {"train/loss": 1.0})
+    w.write_summary({"status": "ok"})
+    w.close()
+    assert not glob.glob(str(tmp_path / "wandb" / "*run-*"))
+
+
+def test_unknown_mode_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown wandb mode 'offlne'.*'offline'"):
+        WandbWriter(mode="offlne", directory=str(tmp_path))
+
+
+def test_compare_logs_table_and_plots_to_one_run(tmp_path):
+    for rule in ("bp", "fa"):
+        for seed in (0, 1):
+            fake_results(tmp_path / f"{rule}{seed}", rule, seed, 0.9 - 0.1 * seed)
+    out = tmp_path / "cmp"
+    assert main([str(tmp_path), "--plots-dir", str(out), "--wandb", "offline"]) == 0
+    summary, records = inspect(wandb_file(out))
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["job_type"] == "compare" and run["run_group"] == tmp_path.name
+    (item,) = [r["history"]["item"] for r in records if r["type"] == "history"]
+    assert item["comparison._type"] == "table-file"
+    for kind in ("learning_curves", "alignment", "grad_norm"):
+        assert item[f"plots/{kind}_digits._type"] == "image-file"
+    files = os.path.join(os.path.dirname(wandb_file(out)), "files")
+    with open(os.path.join(files, item["comparison.path"])) as f:
+        logged = json.load(f)
+    assert logged["columns"] == list(CSV_FIELDS)
+    rows = {r[0]: dict(zip(CSV_FIELDS, r)) for r in logged["data"]}
+    # bp and fa: errors 10 % and 20 % -> mean 15
+    assert rows["bp"]["test_error_mean"] == pytest.approx(15.0)
+    assert rows["fa"]["n_ok"] == 2
+    assert "| bp | 15.00 ± 7.07 (n=2)" in summary["summary"]["markdown"]
