@@ -36,6 +36,35 @@ CASES = [
     Case("bp", {"remat": True}),
     Case("manual_bp", {}),
     Case("manual_bp", {}, loss="mse", activation="sigmoid"),
+    Case("fa", {"feedback": "random"}),
+    Case("fa", {"feedback": "usf"}),
+    Case("fa", {"feedback": "brsf"}),
+    Case("fa", {"feedback": "frsf"}),
+    Case("fa", {"feedback": "kp"}),
+    Case("fa", {"feedback": "symmetric"}),
+    Case("fa", {"feedback": "random"}, loss="mse", activation="sigmoid"),
+    Case("dfa", {"feedback": "independent"}),
+    Case("dfa", {"feedback": "shared"}),
+    Case("dfa", {"feedback": "independent"}, loss="mse", activation="sigmoid"),
+    # sg: one warm-up step because the synthesizers' zero-initialised output layers
+    # make the hidden stages' first synthetic direction exactly zero (by design). DNI
+    # lags a fast-moving net (unstable at Adam 1e-2 on the toy), hence its lower lr.
+    Case("sg", {"warmup_steps": 1, "synth_lr": 3e-3}, lr=3e-3),  # DNI
+    Case(  # cDNI
+        "sg",
+        dict(warmup_steps=1, conditioned=True, synthesizer="linear", synth_lr=1e-2),
+    ),
+    # ff: goodness over all stages (the paper skips the first; on this 150-step toy the
+    # second 12-unit stage alone gets ~87%; the default is tested on digits in
+    # test_forward_forward.py), and a Hinton-code-style variant with the default.
+    Case("ff", {"goodness_from": 0}, activation="relu"),
+    Case(
+        "ff",
+        {"normalise": "rms", "threshold": "width", "straight_through": True,
+         "peer_weight": 0.03, "negatives": "sampled", "schedule": "layerwise",
+         "steps_per_stage": 75},
+        activation="relu",
+    ),
 ]
 
 

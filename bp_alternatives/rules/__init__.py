@@ -13,11 +13,22 @@ from bp_alternatives.rules._base import (
     UnsupportedModelError,
     loss_fn,
 )
+from bp_alternatives.rules._direct_feedback_alignment import (
+    DirectFeedbackAlignmentState,
+    dfa,
+)
+from bp_alternatives.rules._feedback_alignment import FeedbackAlignmentState, fa
+from bp_alternatives.rules._forward_forward import FFState, ff
 from bp_alternatives.rules._manual_backprop import ManualBackpropState, manual_bp
+from bp_alternatives.rules._synthetic_gradients import SyntheticGradientsState, sg
 
 RULES = {
     "bp": bp,
     "manual_bp": manual_bp,
+    "ff": ff,
+    "fa": fa,
+    "dfa": dfa,
+    "sg": sg,
 }
 
 
@@ -33,14 +44,22 @@ __all__ = [
     "RULES",
     "BackpropState",
     "Batch",
+    "FFState",
+    "DirectFeedbackAlignmentState",
+    "FeedbackAlignmentState",
     "LearningRule",
     "ManualBackpropState",
     "RuleInitFn",
     "RulePredictFn",
     "RuleUpdateFn",
+    "SyntheticGradientsState",
     "UnsupportedModelError",
     "bp",
+    "ff",
+    "dfa",
+    "fa",
     "get_rule",
     "loss_fn",
     "manual_bp",
+    "sg",
 ]

@@ -1,0 +1,262 @@
+"""Feedback alignment (FA), its sign-concordant variants and Kolen-Pollack.
+
+Each stage's weights get their *true local* gradient, but the error signal sent down
+through a stage's linear part uses a feedback kernel ``B`` in place of ``W``:
+
+    forward                     backward (delta = dL/d(thing))
+    a_l   = linear(W_l, x_l)    delta_a_l = vjp of post(f(.)) at delta_out_l (true f)
+    out_l = post(f(a_l))        dW_l      = vjp of linear(., x_l) at delta_a_l
+                                          (= x_l^T delta_a_l for a Dense stage)
+                                delta_out_{l-1} = vjp of linear(B_l, .) at delta_a_l
+                                          (= delta_a_l B_l^T for a Dense stage)
+
+``B_l`` has the shape of the kernel ``W_l`` (so for a Dense stage ``delta B^T`` replaces
+``delta W^T``, and for a convolutional stage ``B_l`` acts as the feedback kernel of the
+transposed convolution). Everything is done at the stage interface with ``jax.vjp`` of
+one stage at a time, so the rule works for any model built from stages. Stage 0 sends
+no signal below it, so it has no ``B`` and its input vjp is never computed.
+
+Feedback variants (``feedback=``):
+
+    random     B fixed at init (Lillicrap et al. 2016)
+    usf        B = s sign(W), s = sqrt(2 / (fan_in + fan_out))   uniform sign-concordant
+    frsf       B = |R| sign(W), R drawn once at init       fixed random magnitude
+    brsf       B = |R| sign(W), R redrawn every batch      batch-wise random magnitude
+    kp         B starts random and gets W's update plus weight decay (Kolen-Pollack)
+    symmetric  B = W: exact backprop through the same code path (the control)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bp_alternatives.diagnostics import angle_deg
+from bp_alternatives.initializers import get_initializer
+from bp_alternatives.losses import Loss
+from bp_alternatives.model import Model, Stage, apply_linear, init_params
+from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+
+FEEDBACKS = ("random", "usf", "brsf", "frsf", "kp", "symmetric")
+
+
+class FeedbackAlignmentState(NamedTuple):
+    """Feedback weights for stages ``1..L-1`` (stage 0 sends no signal down).
+
+    ``B``: the feedback kernels for ``random`` and ``kp`` (shaped like each kernel).
+    ``R``: the fixed random magnitudes for ``frsf``. Empty tuples otherwise (``usf``,
+    ``brsf`` and ``symmetric`` derive ``B`` from ``W`` and the step key each step).
+    Never optimizer params: the optimizer and its weight decay never see them.
+    """
+
+    B: tuple[jax.Array, ...]
+    R: tuple[jax.Array, ...]
+
+
+def _nonlinear(stage: Stage) -> Callable[[jax.Array], jax.Array]:
+    """The stage's parameter-free part ``a -> post(f(a))``."""
+
+    def g(a):
+        return stage.post_op.fn(stage.act.fn(a))
+
+    return g
+
+
+def _linear_of_params(stage: Stage, x: jax.Array, p: dict) -> jax.Array:
+    return apply_linear(stage, p, x)
+
+
+def _linear_of_input(stage: Stage, p: dict, x: jax.Array) -> jax.Array:
+    return apply_linear(stage, p, x)
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Fan-in and fan-out of a kernel ``[..., in, out]`` (Dense or Conv; Glorot)."""
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def usf_scale(shape: tuple[int, ...]) -> float:
+    """``sqrt(2 / (fan_in + fan_out))``: the std of Glorot init, the sign's magnitude.
+
+    Liao, Leibo & Poggio (2016) use ``sign(W)`` with batch normalisation to keep
+    signals in range; without it, the unscaled sign explodes through deep stacks. We
+    scale it like biotorch (Sanfiz & Akrout 2021, ``fa_constructor/linear.py``), which
+    follows Xiao, Chen, Liao & Poggio (2018).
+    """
+    fan_in, fan_out = _fans(shape)
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def fa(
+    model: Model,
+    loss: Loss,
+    *,
+    feedback: str = "random",
+    init: str | None = None,
+    init_std: float = 0.01,
+    scale: float = 1.0,
+    kp_lr: float = 0.1,
+    kp_weight_decay: float = 1e-3,
+) -> LearningRule:
+    """Feedback alignment: true local gradients, random feedback for the signal.
+
+    Args:
+      model: the stack of stages. Every stage's params need a ``"kernel"``.
+      loss: the loss on the read-out output.
+      feedback: ``random`` | ``usf`` | ``brsf`` | ``frsf`` | ``kp`` | ``symmetric``
+        (see the module docstring).
+      init: initialiser (``xavier``, ``he``, ``lecun``, ``normal``) for the random
+        ``B`` (``random``, ``kp``) and ``R`` (``frsf``, ``brsf``); ``None``: the same
+        initialiser as the stage's own kernel.
+      init_std: std for ``init=normal``.
+      scale: multiplies ``B`` (and ``R``, and the ``usf`` magnitude).
+      kp_lr, kp_weight_decay: Kolen-Pollack's update of the feedback kernels,
+        ``B <- B - kp_lr * dW - kp_weight_decay * B``, where ``dW`` is the same local
+        gradient the rule returns for ``W``. The optimizer only ever sees ``params``,
+        so the rule applies this plain-SGD step to ``B`` itself. ``B`` gets exactly
+        ``W``'s update under ``optim=sgd`` with learning rate ``lr`` and
+        ``weight_decay=wd`` (L2 added before the lr scaling) when ``kp_lr=lr`` and
+        ``kp_weight_decay=lr*wd``: then ``W - B`` shrinks by ``(1 - lr*wd)`` every
+        step and ``B -> W`` (Akrout et al. 2019, Kolen-Pollack). The defaults pair
+        with ``optim=sgd optim.lr=0.1 optim.weight_decay=0.01``. With Adam, or without
+        weight decay on ``W``, ``B`` only tracks ``W`` approximately (``W`` keeps its
+        random initial component, which ``B`` never sees).
+
+    Metrics: ``loss``; ``weight_alignment_deg`` (``[L]``): angle in degrees between
+    ``W_l`` and ``B_l`` (NaN for stage 0, which has no ``B``).
+
+    References:
+      Lillicrap, Cownden, Tweed & Akerman (2016), "Random synaptic feedback weights
+      support error backpropagation for deep learning", Nat. Commun. 7:13276.
+      Liao, Leibo & Poggio (2016), "How important is weight symmetry in
+      backpropagation?", AAAI (uSF, brSF, frSF).
+      Moskovitz, Litwin-Kumar & Abbott (2018), "Feedback alignment in deep
+      convolutional networks", arXiv:1812.06488.
+      Xiao, Chen, Liao & Poggio (2018), "Biologically-plausible learning algorithms
+      can scale to large datasets", arXiv:1811.03567 (scaled sign feedback).
+      Akrout, Wilson, Humphreys, Lillicrap & Tweed (2019), "Deep learning without
+      weight transport", NeurIPS (Kolen-Pollack).
+      Sanfiz & Akrout (2021), "Benchmarking the accuracy and robustness of feedback
+      alignment algorithms", arXiv:2108.13446 (biotorch).
+    """
+    if feedback not in FEEDBACKS:
+        raise ValueError(
+            f"unknown rule.feedback {feedback!r} for rule=fa; valid: {list(FEEDBACKS)}"
+        )
+    num = model.num_stages
+    shapes = jax.eval_shape(lambda k: init_params(model, k), jax.random.PRNGKey(0))
+    for stage, p in zip(model.stages, shapes):
+        if "kernel" not in p:
+            raise UnsupportedModelError(
+                f"rule=fa needs a 'kernel' in every stage's params; stage "
+                f"{stage.name!r} has {sorted(p)}"
+            )
+    kernel_shapes = [tuple(p["kernel"].shape) for p in shapes]
+
+    def initializer(stage: Stage):
+        if init is not None:
+            return get_initializer(init, init_std)
+        kernel_init = getattr(stage.linear, "kernel_init", None)
+        if kernel_init is None:
+            raise UnsupportedModelError(
+                f"rule=fa cannot find the kernel initialiser of stage {stage.name!r} "
+                "to draw B from; set rule.init (e.g. rule.init=xavier)"
+            )
+        return kernel_init
+
+    draws_random = feedback in ("random", "kp", "frsf", "brsf")
+    inits = [initializer(s) if draws_random else None for s in model.stages]
+    if draws_random:
+        for l in range(1, num):
+            # a small probe draw (one per initialiser) spots all-zero initialisers
+            probe = inits[l](jax.random.PRNGKey(0), (3, 3), jnp.float32)
+            if not bool(jnp.any(probe != 0)):
+                raise ValueError(
+                    f"rule=fa feedback={feedback} draws B from the initialiser of "
+                    f"stage {model.stages[l].name!r}, which gives all zeros "
+                    "(model.init=zeros?); zero feedback sends no signal. Set rule.init "
+                    "(e.g. rule.init=xavier)."
+                )
+    usf_scales = [usf_scale(s) for s in kernel_shapes]
+
+    def draw(key, l, dtype):
+        """``scale * init(fold_in(key, l))``: the random kernel of stage ``l``."""
+        k = jax.random.fold_in(key, l)
+        return scale * inits[l](k, kernel_shapes[l], dtype)
+
+    def init_fn(key, params):
+        if feedback not in ("random", "kp", "frsf"):
+            return FeedbackAlignmentState(B=(), R=())
+        fixed = tuple(draw(key, l, params[l]["kernel"].dtype) for l in range(1, num))
+        if feedback == "frsf":
+            return FeedbackAlignmentState(B=(), R=tuple(jnp.abs(r) for r in fixed))
+        return FeedbackAlignmentState(B=fixed, R=())
+
+    def feedback_kernels(params, state, key):
+        """``B_l`` for ``l = 1..L-1`` (index ``l - 1``), the step's feedback."""
+        W = [params[l]["kernel"] for l in range(1, num)]
+        if feedback in ("random", "kp"):
+            return state.B
+        if feedback == "symmetric":
+            return tuple(W)
+        if feedback == "usf":
+            return tuple(
+                scale * usf_scales[l] * jnp.sign(w) for l, w in enumerate(W, start=1)
+            )
+        if feedback == "frsf":
+            return tuple(r * jnp.sign(w) for r, w in zip(state.R, W))
+        # brsf: R_l = scale * init(fold_in(key, l)), redrawn from each step's key
+        return tuple(
+            jnp.abs(draw(key, l, w.dtype)) * jnp.sign(w)
+            for l, w in enumerate(W, start=1)
+        )
+
+    def update_fn(params, state, batch, key):
+        B = feedback_kernels(params, state, key)
+        # Forward one stage at a time, keeping each stage's pullbacks.
+        x = batch.x
+        inputs, pull_params, pull_nonlin = [], [], []
+        for stage, p in zip(model.stages, params):
+            inputs.append(x)
+            a, pull_p = jax.vjp(functools.partial(_linear_of_params, stage, x), p)
+            x, pull_a = jax.vjp(_nonlinear(stage), a)
+            pull_params.append(pull_p)
+            pull_nonlin.append(pull_a)
+        value, dout = jax.value_and_grad(loss.value)(x, batch.y)
+        delta = dout  # dL/d(out of the read-out stage)
+        grads = [None] * num
+        for l in reversed(range(num)):
+            stage = model.stages[l]
+            (delta_a,) = pull_nonlin[l](delta)  # through post and f (true stage)
+            (grads[l],) = pull_params[l](delta_a)  # true local gradient of W_l, b_l
+            if l > 0:  # the signal sent down uses B_l in place of W_l
+                p_B = {**params[l], "kernel": B[l - 1]}
+                _, pull_x = jax.vjp(
+                    functools.partial(_linear_of_input, stage, p_B), inputs[l]
+                )
+                (delta,) = pull_x(delta_a)
+        if feedback == "kp":
+            # Kolen-Pollack (Akrout et al. 2019): B gets W's update and weight decay.
+            new_B = tuple(
+                b - kp_lr * grads[l]["kernel"] - kp_weight_decay * b
+                for l, b in enumerate(state.B, start=1)
+            )
+            state = state._replace(B=new_B)
+        nan = jnp.full((), jnp.nan, value.dtype)
+        weight_alignment = jnp.stack(
+            [nan]
+            + [
+                angle_deg(params[l]["kernel"], B[l - 1]).astype(value.dtype)
+                for l in range(1, num)
+            ]
+        )
+        metrics = {"loss": value, "weight_alignment_deg": weight_alignment}
+        return tuple(grads), state, metrics
+
+    return LearningRule(init_fn, update_fn)

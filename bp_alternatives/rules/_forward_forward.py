@@ -1,0 +1,476 @@
+"""Forward-forward (Hinton 2022): every stage trained on its own goodness objective.
+
+Supervised FF (section 3.3 of the paper), written on the shared stack of stages::
+
+    x+ = embed(x, y)      x- = embed(x, y~),  y~ ~ U(labels != y)   (or the hardest)
+    z_{-1} = n(x)         n(v) = v / (||v|| + eps)     (all non-batch axes)
+    h_l = f(linear_l(sg(z_{l-1})))     z_l = n(post(h_l))     sg = stop-gradient
+    G_l = sum h_l^2       (option: mean)
+    L_l = mean_B[ softplus(theta - G_l(x+)) + softplus(G_l(x-) - theta) ]
+          (+ lambda * peer_l)
+    direction_l = dL_l / dparams_l
+
+Because every stage's input passes through ``sg``, ``dL_l/dparams_j = 0`` for
+``j != l``: the gradient of ``sum_l L_l`` *is* the set of per-stage local gradients,
+and one ``jax.grad`` gives them all.
+
+How FF sits on the shared model
+-------------------------------
+* The FF network is the model's *hidden* stages (all but the last). The model's last
+  stage (its read-out) is not part of it: the paper's net has no output layer, and
+  FF's softmax read-out reads several stages at once (stages 2..N), so its input width
+  is not the model read-out's. The read-out therefore lives in the rule state (kernel
+  ``V`` ``[D_r, C]``, zero-initialised and bias-free as in loeweX) and is trained inside
+  ``update`` by its own optimizer (``readout_optim``, any ``optim`` config). The model
+  read-out stage's direction is zero, so it stays at its initial value; the trainer's
+  ``train_loss`` / ``test_loss`` (the plain forward through that stage) therefore say
+  nothing about FF -- read ``test_accuracy`` (goodness), ``test_accuracy/readout`` and
+  ``step_loss`` (the read-out's cross-entropy, reported as this rule's ``loss``).
+* Any stage whose output is an array works (dense or convolutional): goodness sums (or
+  averages) over all non-batch axes, normalisation divides by the norm over all
+  non-batch axes, peer normalisation keeps one running mean per unit (per feature-map
+  element for a conv stage) and the read-out flattens each stage's normalised output.
+  The label is written over the first ``C`` entries of the *flattened* input (for an
+  NHWC image: the first pixels' channels).
+
+References:
+  G. Hinton (2022), "The Forward-Forward Algorithm: Some Preliminary Investigations",
+  arXiv:2212.13345, section 3.3 (supervised FF on MNIST).
+  Hinton's official code (Matlab; read through a Python port): threshold = number
+  of units, RMS normalisation, peer normalisation 0.03 with a gradient "even when
+  hidden units are off", softmax read-out from the second hidden layer, hard
+  negatives sampled from that read-out.
+  S. Loewe, github.com/loeweX/Forward-Forward: the same recipe in PyTorch (threshold =
+  number of units, RMS normalisation, peer normalisation, zero-init bias-free softmax
+  read-out on stages 2..N with a neutral label, ReLU with a pass-through gradient).
+  M. Pezeshki, github.com/mohammadpz/pytorch_forward_forward: threshold 2.0 on the
+  mean goodness, L2 normalisation, label written with the batch's ``x.max()``, one
+  layer trained at a time (its negatives permute the labels: ~1/C are positives).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bp_alternatives.losses import Loss
+from bp_alternatives.model import Model, Stage, apply_linear
+from bp_alternatives.optim import make_optimizer
+from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+
+GOODNESS = ("sum", "mean")
+NORMALISE = ("l2", "rms")
+NEGATIVES = ("random", "hard", "sampled")
+SCHEDULES = ("all", "layerwise")
+
+# loeweX trains its read-out with SGD lr 1e-2, momentum 0.9, weight decay 3e-3.
+DEFAULT_READOUT_OPTIM: dict[str, Any] = {
+    "name": "sgd",
+    "lr": 1e-2,
+    "momentum": 0.9,
+    "weight_decay": 3e-3,
+}
+
+
+class FFState(NamedTuple):
+    """Forward-forward's own state: the read-out and the peer-normalisation means."""
+
+    readout: jax.Array  # V [D_r, C]: softmax read-out on normalised stage outputs
+    readout_opt_state: optax.OptState  # the read-out's own optimizer state
+    running_mean: tuple[jax.Array, ...]  # per FF stage, mean positive activity [...]
+    step: jax.Array  # int32, updates so far (drives schedule="layerwise")
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def _feature_axes(v: jax.Array) -> tuple[int, ...]:
+    return tuple(range(1, v.ndim))
+
+
+def normalise_length(v: jax.Array, mode: str = "l2", eps: float = 1e-8) -> jax.Array:
+    """Length-normalise each example over all non-batch axes.
+
+    ``l2``: ``v / (||v|| + eps)`` (the paper's "normalise the length"); ``rms``:
+    ``v / (sqrt(mean v^2) + eps)`` = ``sqrt(D) * l2`` (loeweX's ``_layer_norm``).
+    """
+    axes = _feature_axes(v)
+    if mode == "l2":
+        n = jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+    elif mode == "rms":
+        n = jnp.sqrt(jnp.mean(jnp.square(v), axis=axes, keepdims=True))
+    else:
+        raise ValueError(f"rule.normalise={mode!r}; valid: {list(NORMALISE)}")
+    return v / (n + eps)
+
+
+def goodness_of(h: jax.Array, mode: str = "sum") -> jax.Array:
+    """Goodness ``G = sum h^2`` (or the mean) over all non-batch axes -> ``[B]``."""
+    if mode == "sum":
+        return jnp.sum(jnp.square(h), axis=_feature_axes(h))
+    if mode == "mean":
+        return jnp.mean(jnp.square(h), axis=_feature_axes(h))
+    raise ValueError(f"rule.goodness={mode!r}; valid: {list(GOODNESS)}")
+
+
+def label_scale_of(x: jax.Array, label_scale: float | str) -> jax.Array:
+    """The value a one-hot label is written with, per example ``[B]``.
+
+    ``"max"``: the example's own ``max |x|`` (1 on [0, 1] images, as in the paper and
+    loeweX); a number: that value for every example. Per example, not per batch
+    (mohammadpz/pytorch_forward_forward uses the batch's ``x.max()``), so a
+    prediction never depends on which other examples share its batch.
+    """
+    b = x.shape[0]
+    if label_scale == "max":
+        s = jnp.max(jnp.abs(x.reshape(b, -1)), axis=1)
+        return jnp.where(s > 0, s, jnp.ones_like(s))
+    return jnp.full((b,), float(label_scale), x.dtype)
+
+
+def embed_label(x: jax.Array, label: jax.Array, scale: jax.Array) -> jax.Array:
+    """Write ``label * scale`` over the first ``C`` features of each flattened example.
+
+    ``x`` ``[B, ...]``, ``label`` ``[B, C]`` (one-hot, or the neutral ``1/C``),
+    ``scale`` ``[B]``.
+    """
+    b, c = x.shape[0], label.shape[-1]
+    flat = x.reshape(b, -1)
+    flat = flat.at[:, :c].set((label * scale[:, None]).astype(x.dtype))
+    return flat.reshape(x.shape)
+
+
+def sample_wrong_labels(key: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+    """A label drawn uniformly from the ``C - 1`` wrong labels; never ``y`` itself.
+
+    ``(y + U{1..C-1}) mod C`` hits each wrong label with probability ``1/(C-1)``
+    (a label permutation, as in a popular implementation, hits ``y`` ~``1/C`` of the
+    time and turns those negatives into positives).
+    """
+    offset = jax.random.randint(key, y.shape, 1, num_classes, dtype=y.dtype)
+    return (y + offset) % num_classes
+
+
+def sample_readout_wrong_labels(
+    key: jax.Array, logits: jax.Array, y: jax.Array
+) -> jax.Array:
+    """A wrong label drawn with probability ``softmax(logits)`` restricted to the wrong
+    labels (Hinton's official code: hard negatives from the read-out) ``[B]``."""
+    true = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
+    masked = jnp.where(true, -jnp.inf, logits)
+    return jax.random.categorical(key, masked, axis=-1).astype(y.dtype)
+
+
+def hardest_wrong_labels(scores: jax.Array, y: jax.Array) -> jax.Array:
+    """The wrong label the model scores highest (its most-confused one) ``[B]``."""
+    true = jax.nn.one_hot(y, scores.shape[-1], dtype=bool)
+    return jnp.argmax(jnp.where(true, -jnp.inf, scores), axis=-1).astype(y.dtype)
+
+
+# ---------------------------------------------------------------------------- the rule
+
+
+def _check_index(name: str, value: int, n: int) -> int:
+    value = int(value)
+    if not 0 <= value < n:
+        raise ValueError(
+            f"rule.{name}={value} leaves no stage to use: the model has {n} FF "
+            f"(hidden) stage(s), indices 0..{n - 1}; set rule.{name}=0 for a "
+            "one-hidden-stage model"
+        )
+    return value
+
+
+def ff(
+    model: Model,
+    loss: Loss,
+    *,
+    goodness: str = "sum",
+    threshold: float | str | Sequence[float] = 2.0,
+    normalise: str = "l2",
+    eps: float = 1e-8,
+    label_scale: float | str = "max",
+    negatives: str = "random",
+    schedule: str = "all",
+    steps_per_stage: int | None = None,
+    peer_weight: float = 0.0,
+    peer_momentum: float = 0.9,
+    goodness_from: int = 1,
+    readout_from: int = 1,
+    readout_optim: Mapping[str, Any] | None = None,
+    straight_through: bool = False,
+) -> LearningRule:
+    """Forward-forward: each hidden stage trained on its own goodness objective.
+
+    Args:
+      model: the stack; its hidden stages (all but the last) are the FF network, the
+        last stage gets a zero direction (see the module docstring).
+      loss: unused -- FF's objectives are its goodness losses and its read-out is a
+        softmax classifier (cross-entropy) whatever ``loss`` is configured.
+      goodness: ``sum`` (the paper) or ``mean`` of the squared activities.
+      threshold: theta. A number for every stage (default 2.0: the value of
+        mohammadpz/pytorch_forward_forward, which applies it to the *mean* goodness;
+        here it is applied to the sum: with L2-normalised stage inputs and Glorot
+        init the summed goodness starts near 1 at any width, so 2.0 sits just above
+        it -- ``goodness=mean`` gives his exact objective), ``"width"`` (theta_l =
+        number of units of stage l: Hinton's official code and loeweX, meant for
+        ``sum`` goodness with ``rms`` normalisation), or one value per FF stage.
+      normalise: ``l2`` (``x / (||x|| + eps)``, the paper) or ``rms`` (loeweX).
+      eps: the normalisation's epsilon.
+      label_scale: value of the "on" entry of the embedded one-hot: ``"max"`` (each
+        example's own ``max |x|``; 1 on [0, 1] images, as in the paper) or a number.
+      negatives: ``random`` (a wrong label drawn uniformly:
+        ``sample_wrong_labels(key, y, C)`` with the step's key), ``hard`` (the wrong
+        label with the highest goodness under the current params: the model's
+        most-confused label, as the paper suggests; costs ``C`` forward passes per
+        step) or ``sampled`` (a wrong label sampled in proportion to the softmax
+        read-out's probabilities, as Hinton's official code does; free, but uniform
+        until the read-out has learned).
+      schedule: ``all`` (every FF stage updated on every batch) or ``layerwise`` (only
+        stage ``min(t // steps_per_stage, N-1)`` at step ``t``; the last stage keeps
+        training after its turn). The rule sees steps, not epochs: for ``E`` epochs a
+        stage set ``steps_per_stage = E * (n_train // batch_size)``. Inactive stages get
+        an exactly-zero direction; with momentum / Adam / weight decay the optimizer
+        still moves them a little (use plain SGD for strict freezing).
+      steps_per_stage: required with ``schedule="layerwise"``.
+      peer_weight: weight lambda of loeweX's peer-normalisation loss
+        ``mean_j (mean(r) - r_j)^2`` on a running mean ``r`` (momentum
+        ``peer_momentum``, initial 0.5) of each unit's mean positive activity.
+      peer_momentum: momentum of that running mean.
+      goodness_from: first FF stage whose goodness counts in the ``goodness``
+        prediction (1: skip the first, as in the paper).
+      readout_from: first FF stage the ``readout`` classifier reads (1: stages 2..N).
+      readout_optim: the read-out's optimizer, an ``optim``-style mapping (``name``,
+        ``lr`` and ``make_optimizer`` keywords; ``total_steps`` for decaying
+        schedules). Default: loeweX's SGD lr 1e-2, momentum 0.9, weight decay 3e-3.
+      straight_through: take ``dh/da = 1`` through the activation (loeweX's
+        ``ReLU_full_grad``). For the goodness term this changes nothing (``h = 0``
+        wherever ``relu' = 0``, so ``d(h^2)/da = 2 h`` either way); it lets the
+        peer-normalisation term revive units that are always off, as in Hinton's
+        code ("we pretend there is a gradient even when hidden units are off").
+
+    Returns a ``LearningRule`` whose ``predict`` gives, per example and label, the
+    modes ``goodness`` (summed over stages ``goodness_from..N-1``; the headline),
+    ``readout`` (softmax read-out with the neutral label ``1/C``) and
+    ``goodness_stage<l>`` (stage ``l``'s goodness alone, for every FF stage).
+    Metrics per step: ``loss`` (read-out cross-entropy), and per FF stage ``[N]``
+    (index ``l`` is model stage ``l``): ``ff_loss``, ``peer_loss``, ``goodness_pos``,
+    ``goodness_neg`` (batch means), ``ff_accuracy`` (fraction of positives above and
+    negatives below theta) and ``stage_active``.
+
+    References:
+      G. Hinton (2022), "The Forward-Forward Algorithm: Some Preliminary
+      Investigations", arXiv:2212.13345, section 3.3.
+      S. Loewe, github.com/loeweX/Forward-Forward (peer normalisation, read-out).
+      M. Pezeshki, github.com/mohammadpz/pytorch_forward_forward (theta = 2.0).
+    """
+    del loss
+    stages: tuple[Stage, ...] = model.stages[:-1]
+    n = len(stages)
+    num_classes = model.num_outputs
+    if n == 0:
+        raise UnsupportedModelError(
+            "rule=ff trains hidden stages by goodness and this model has none (only "
+            "a read-out stage); give it at least one hidden stage (model.hidden=[...])"
+        )
+    if math.prod(model.input_shape) < num_classes:
+        raise UnsupportedModelError(
+            f"rule=ff writes the label over the first {num_classes} input features, "
+            f"but the input has only {math.prod(model.input_shape)}"
+        )
+    if num_classes < 2:
+        raise UnsupportedModelError("rule=ff needs at least 2 classes for negatives")
+    for name, value, valid in (
+        ("goodness", goodness, GOODNESS),
+        ("normalise", normalise, NORMALISE),
+        ("negatives", negatives, NEGATIVES),
+        ("schedule", schedule, SCHEDULES),
+    ):
+        if value not in valid:
+            raise ValueError(f"rule.{name}={value!r}; valid: {list(valid)}")
+    if label_scale != "max" and not isinstance(label_scale, int | float):
+        raise ValueError(
+            f"rule.label_scale must be 'max' or a number, got {label_scale!r}"
+        )
+    if schedule == "layerwise" and (not steps_per_stage or int(steps_per_stage) < 1):
+        raise ValueError(
+            "rule.schedule=layerwise needs rule.steps_per_stage >= 1 (steps each stage "
+            f"trains for: epochs_per_stage * steps_per_epoch), got {steps_per_stage!r}"
+        )
+    if isinstance(threshold, str):
+        if threshold != "width":
+            raise ValueError(
+                f"rule.threshold={threshold!r}; use a number, 'width' or a list"
+            )
+        thresholds = None  # theta_l = number of units of stage l, known at trace time
+    elif isinstance(threshold, int | float):
+        thresholds = [float(threshold)] * n
+    else:
+        thresholds = [float(t) for t in threshold]
+        if len(thresholds) != n:
+            raise ValueError(
+                f"rule.threshold has {len(thresholds)} values for {n} FF stages"
+            )
+    goodness_from = _check_index("goodness_from", goodness_from, n)
+    readout_from = _check_index("readout_from", readout_from, n)
+    ro_cfg = dict(DEFAULT_READOUT_OPTIM if readout_optim is None else readout_optim)
+    readout_opt = make_optimizer(
+        ro_cfg.pop("name"),
+        ro_cfg.pop("lr"),
+        total_steps=int(ro_cfg.pop("total_steps", 1)),
+        **ro_cfg,
+    )
+    sg = jax.lax.stop_gradient
+
+    def theta(l, h):
+        if thresholds is None:
+            return float(math.prod(h.shape[1:]))
+        return thresholds[l]
+
+    def stage_forward(stage, p, z):
+        a = apply_linear(stage, p, z)
+        h = stage.act.fn(a)
+        if straight_through:
+            # loeweX's ReLU_full_grad: value f(a), gradient as if f were the identity.
+            h = a + sg(h - a)
+        return h, stage.post_op.fn(h)
+
+    def ff_forward(params, x):
+        """Activities ``h_l`` and normalised outputs ``z_l`` of every FF stage."""
+        z = normalise_(x)
+        hs, zs = [], []
+        for l, stage in enumerate(stages):
+            # sg: no gradient passes between stages
+            h, out = stage_forward(stage, params[l], sg(z))
+            z = normalise_(out)
+            hs.append(h)
+            zs.append(z)
+        return hs, zs
+
+    def normalise_(v):
+        return normalise_length(v, normalise, eps)
+
+    def goodness_table(params, x, scale):
+        """``G[b, c, l]``: stage l's goodness for example b with label c embedded."""
+        b = x.shape[0]
+        # all labels at once, ordered (label, example): [C * B, ...]
+        xs = jnp.broadcast_to(x[None], (num_classes, *x.shape))
+        xs = xs.reshape(-1, *x.shape[1:])
+        labels = jnp.repeat(jnp.eye(num_classes, dtype=x.dtype), b, axis=0)
+        xs = embed_label(xs, labels, jnp.tile(scale, num_classes))
+        hs, _ = ff_forward(params, xs)
+        g = jnp.stack([goodness_of(h, goodness) for h in hs], axis=-1)
+        return jnp.swapaxes(g.reshape(num_classes, b, n), 0, 1)
+
+    def readout_features(params, x, scale):
+        neutral = jnp.full((x.shape[0], num_classes), 1.0 / num_classes, x.dtype)
+        _, zs = ff_forward(params, embed_label(x, neutral, scale))
+        return sg(
+            jnp.concatenate([z.reshape(z.shape[0], -1) for z in zs[readout_from:]], -1)
+        )
+
+    def objective(params, x_pos, x_neg, running_mean, active):
+        b = x_pos.shape[0]
+        hs, _ = ff_forward(params, jnp.concatenate([x_pos, x_neg]))
+        total = jnp.zeros((), x_pos.dtype)
+        aux = {k: [] for k in ("ff_loss", "peer_loss", "goodness_pos", "goodness_neg")}
+        aux["ff_accuracy"], new_mean = [], []
+        for l, h in enumerate(hs):
+            g = goodness_of(h, goodness)
+            g_pos, g_neg, t = g[:b], g[b:], theta(l, h)
+            ff_l = jnp.mean(jax.nn.softplus(t - g_pos) + jax.nn.softplus(g_neg - t))
+            # loeweX: running mean of each unit's activity on positive data only.
+            r = sg(running_mean[l]) * peer_momentum + jnp.mean(h[:b], axis=0) * (
+                1.0 - peer_momentum
+            )
+            peer_l = jnp.mean(jnp.square(jnp.mean(r) - r))
+            total = total + active[l] * (ff_l + peer_weight * peer_l)
+            new_mean.append(sg(r))
+            aux["ff_loss"].append(ff_l)
+            aux["peer_loss"].append(peer_l)
+            aux["goodness_pos"].append(jnp.mean(g_pos))
+            aux["goodness_neg"].append(jnp.mean(g_neg))
+            aux["ff_accuracy"].append(
+                0.5 * (jnp.mean(g_pos > t) + jnp.mean(g_neg < t)).astype(x_pos.dtype)
+            )
+        # not stop-gradient: a test differentiates these to prove locality
+        metrics = {k: jnp.stack(v) for k, v in aux.items()}
+        return total, (metrics, tuple(new_mean))
+
+    def init_fn(key, params):
+        del key
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        x = jnp.zeros((1, *model.input_shape), dtype)
+        hs, zs = jax.eval_shape(ff_forward, params, x)
+        d_r = sum(math.prod(z.shape[1:]) for z in zs[readout_from:])
+        readout = jnp.zeros((d_r, num_classes), dtype)  # loeweX: zero-init
+        return FFState(
+            readout=readout,
+            readout_opt_state=readout_opt.init(readout),
+            running_mean=tuple(jnp.full(h.shape[1:], 0.5, h.dtype) for h in hs),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def update_fn(params, state, batch, key):
+        x, y = batch.x, batch.y
+        if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+            raise ValueError(
+                "rule=ff needs integer class labels [B], got y "
+                f"{y.dtype}{list(y.shape)}"
+            )
+        scale = label_scale_of(x, label_scale)
+        x_pos = embed_label(x, jax.nn.one_hot(y, num_classes, dtype=x.dtype), scale)
+        feats = readout_features(params, x, scale)  # neutral label, [B, D_r]
+        if negatives == "random":
+            y_neg = sample_wrong_labels(key, y, num_classes)
+        elif negatives == "hard":  # the most-confused wrong label (Hinton 2022, 3.3)
+            g = sg(goodness_table(params, x, scale))
+            y_neg = hardest_wrong_labels(jnp.sum(g[..., goodness_from:], -1), y)
+        else:  # Hinton's code: sample in proportion to the read-out's softmax
+            y_neg = sample_readout_wrong_labels(key, feats @ state.readout, y)
+        x_neg = embed_label(x, jax.nn.one_hot(y_neg, num_classes, dtype=x.dtype), scale)
+        if schedule == "all":
+            active = jnp.ones((n,), x.dtype)
+        else:
+            current = jnp.minimum(state.step // int(steps_per_stage), n - 1)
+            active = (jnp.arange(n) == current).astype(x.dtype)
+
+        grads, (metrics, running_mean) = jax.grad(objective, has_aux=True)(
+            params, x_pos, x_neg, state.running_mean, active
+        )
+        # grads[-1] (the model's read-out stage) is zeros: the objective never reads it.
+
+        def readout_loss(v):
+            logits = feats @ v
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+        ro_loss, ro_grad = jax.value_and_grad(readout_loss)(state.readout)
+        ro_updates, ro_opt_state = readout_opt.update(
+            ro_grad, state.readout_opt_state, state.readout
+        )
+        new_state = FFState(
+            readout=optax.apply_updates(state.readout, ro_updates),
+            readout_opt_state=ro_opt_state,
+            running_mean=running_mean,
+            step=state.step + 1,
+        )
+        metrics = dict(metrics, loss=ro_loss, stage_active=active)
+        return grads, new_state, metrics
+
+    def predict_fn(params, state, x):
+        scale = label_scale_of(x, label_scale)
+        g = goodness_table(params, x, scale)  # [B, C, N]
+        scores = {
+            "goodness": jnp.sum(g[..., goodness_from:], axis=-1),
+            "readout": readout_features(params, x, scale) @ state.readout,
+        }
+        for l in range(n):
+            scores[f"goodness_stage{l}"] = g[..., l]
+        return scores
+
+    return LearningRule(init_fn, update_fn, predict_fn)

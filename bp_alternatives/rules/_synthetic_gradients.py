@@ -1,0 +1,358 @@
+"""Synthetic gradients: decoupled neural interfaces (DNI) and conditioned DNI (cDNI).
+
+After every hidden stage ``l`` a small synthesizer ``M_l`` predicts the gradient of the
+loss with respect to the stage's output ``h_l`` from ``h_l`` alone (cDNI: from ``h_l``
+and the one-hot label). Stage ``l`` updates at once from that prediction, through the
+vjp of stage ``l`` alone, so no true gradient crosses a stage boundary (the stages are
+update-unlocked). The read-out stage gets its true gradient from the loss.
+
+    forward      h_l = stage_l(params_l, h_{l-1})                       (h_{-1} = x)
+    synthesize   delta_hat_l = M_l(h_l [, onehot y]) / B                 l < L-1
+    update       direction_l = (d h_l / d params_l)^T delta_hat_l      (vjp of stage l)
+                 direction_{L-1} = dL/d params_{L-1}                   (read-out: true)
+    targets      t_{L-2} = (d h_{L-1} / d h_{L-2})^T dL/dh_{L-1}       (true, read-out)
+                 t_l = (d h_{l+1} / d h_l)^T delta_hat_{l+1}            (bootstrapped)
+    regression   L_M_l = mean_b || M_l(h_l) - stop_gradient(B t_l) ||^2
+
+References:
+  M. Jaderberg, W. M. Czarnecki, S. Osindero, O. Vinyals, A. Graves, D. Silver,
+  K. Kavukcuoglu (2017), "Decoupled Neural Interfaces using Synthetic Gradients",
+  ICML 2017 (sec. 3.1 and appendix: feed-forward networks, every layer decoupled).
+  W. M. Czarnecki, G. Swirszcz, M. Jaderberg, S. Osindero, O. Vinyals,
+  K. Kavukcuoglu (2017), "Understanding Synthetic Gradients and Decoupled Neural
+  Interfaces", ICML 2017.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bp_alternatives.losses import Loss, as_targets
+from bp_alternatives.model import Model, stage_fn
+from bp_alternatives.optim import OPTIMIZERS, make_optimizer
+from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+
+SYNTHESIZERS = ("linear", "mlp", "oracle")
+
+SynthParams = tuple[dict[str, jax.Array], ...]  # one synthesizer: its dense layers
+
+
+class SyntheticGradientsState(NamedTuple):
+    """Synthesizers (trainable, owned by the rule), their optimizer state, step count.
+
+    ``synth_params[l]`` is the synthesizer after hidden stage ``l``: a tuple of
+    ``{"kernel", "bias"}`` dense layers (empty tuple for ``synthesizer="oracle"``).
+    """
+
+    synth_params: tuple[SynthParams, ...]
+    synth_opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: updates done so far (drives warm-up)
+
+
+def init_synthesizer(
+    key: jax.Array,
+    d_in: int,
+    d_out: int,
+    kind: str,
+    hidden_layers: int,
+    width: int,
+    dtype,
+) -> SynthParams:
+    """One synthesizer ``[B, d_in] -> [B, d_out]``; its final layer is all zeros.
+
+    ``linear``: one dense layer. ``mlp``: ``hidden_layers`` ReLU layers of ``width``
+    units (He-normal weights, zero biases) then the zero-initialised output layer.
+    The zero output layer is the paper's trick: training starts as "no gradient" for
+    the hidden stages rather than as noise (Jaderberg et al. 2017). The paper's
+    synthesizers also use batch normalisation; these do not (no stage of the shared
+    model has any).
+    """
+    widths = [d_in] + ([width] * hidden_layers if kind == "mlp" else []) + [d_out]
+    keys = jax.random.split(key, len(widths) - 1)
+    layers = []
+    pairs = zip(widths[:-1], widths[1:], strict=True)
+    for i, (k, (n_in, n_out)) in enumerate(zip(keys, pairs, strict=True)):
+        if i == len(widths) - 2:
+            kernel = jnp.zeros((n_in, n_out), dtype)
+        else:
+            kernel = jax.nn.initializers.he_normal()(k, (n_in, n_out), dtype)
+        layers.append({"kernel": kernel, "bias": jnp.zeros((n_out,), dtype)})
+    return tuple(layers)
+
+
+def apply_synthesizer(theta: SynthParams, z: jax.Array) -> jax.Array:
+    """``M(z)``: ReLU dense layers, the last one linear. ``z`` is ``[B, d_in]``."""
+    for layer in theta[:-1]:
+        z = jax.nn.relu(z @ layer["kernel"] + layer["bias"])
+    return z @ theta[-1]["kernel"] + theta[-1]["bias"]
+
+
+def _angle_deg(u: jax.Array, v: jax.Array) -> jax.Array:
+    """Angle between two arrays seen as flat vectors; 90 degrees if either is zero.
+
+    A zero prediction (the synthesizers' zero-initialised start) carries no direction;
+    it is reported as orthogonal (cos = 0) rather than NaN so epoch means stay finite.
+    """
+    u, v = jnp.ravel(u), jnp.ravel(v)
+    nu, nv = jnp.linalg.norm(u), jnp.linalg.norm(v)
+    ok = (nu > 0) & (nv > 0)
+    cos = jnp.where(ok, jnp.dot(u, v) / jnp.where(ok, nu * nv, 1.0), 0.0)
+    return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
+
+
+def sg(
+    model: Model,
+    loss: Loss,
+    *,
+    synthesizer: str = "mlp",
+    conditioned: bool = False,
+    synth_hidden_layers: int = 1,
+    synth_width: int = 256,
+    synth_optimizer: str = "adam",
+    synth_lr: float = 1e-3,
+    warmup_steps: int = 0,
+    diagnostics: bool = True,
+) -> LearningRule:
+    """Synthetic gradients after every hidden stage (DNI; ``conditioned=True``: cDNI).
+
+    Args:
+      model: the stack of stages; it needs at least one hidden stage.
+      loss: the loss on the read-out output (a mean over the batch).
+      synthesizer: ``"linear"``, ``"mlp"`` (``synth_hidden_layers`` ReLU layers of
+        ``synth_width`` units; the paper uses 1-2 layers of 1024), or ``"oracle"``: a
+        control whose "prediction" is the true ``dL/dh_l`` (computed by exact backprop;
+        the direction then equals ``bp``'s). The final layer is zero-initialised.
+      conditioned: feed the one-hot label (or the float targets) to the synthesizers
+        besides ``h_l`` (cDNI).
+      synth_hidden_layers, synth_width: the ``mlp`` synthesizer's shape.
+      synth_optimizer, synth_lr: the optax optimizer (``sgd``, ``adam``, ``adamw``,
+        constant learning rate) that trains the synthesizers. The rule does not see the
+        network's optimizer; ``configs/rule/sg.yaml`` sets both to the main
+        optimizer's ``optim.name`` and ``optim.lr``.
+      warmup_steps: for the first ``warmup_steps`` updates the direction is the exact
+        gradient and the synthesizers regress onto the true ``dL/dh_l``; afterwards
+        the network trains on synthetic gradients and the targets are bootstrapped.
+      diagnostics: also run exact backprop every step (its result never enters the
+        direction or the synthesizers' targets after warm-up) to report
+        ``synth_angle_deg``. Turn off for speed measurements.
+
+    Metrics: ``loss``; ``synth_loss`` (``[L-1]``, each synthesizer's regression loss
+    before its update, in per-example units, see below); ``synth_angle_deg``
+    (``[L-1]``, angle between ``delta_hat_l`` and the true ``dL/dh_l`` over the batch;
+    90 when ``delta_hat_l`` is zero); ``warmup`` (1 while training with exact backprop).
+
+    The synthesizer predicts the *per-example* gradient ``B dL/dh_l`` (for a loss
+    averaged over the batch, the gradient of the example's own loss), and
+    ``delta_hat_l = M_l(h_l) / B``; the regression target is scaled by ``B`` to match.
+    The paper does not say; this keeps the synthesizers independent of the batch size
+    and their targets of order one.
+
+    With zero-initialised synthesizers the bootstrapped signal reaches hidden stage
+    ``l`` only after ``L-1-l`` steps (each synthesizer's target comes from the one
+    above it), so lower stages start moving a few steps late.
+
+    References:
+      Jaderberg et al. (2017), "Decoupled Neural Interfaces using Synthetic
+      Gradients", ICML 2017 (sec. 3.1 and the appendix).
+      Czarnecki et al. (2017), "Understanding Synthetic Gradients and Decoupled
+      Neural Interfaces", ICML 2017.
+    """
+    if model.num_stages < 2:
+        raise UnsupportedModelError(
+            "rule=sg needs at least one hidden stage (a synthesizer sits after each "
+            f"hidden stage); the model has {model.num_stages} stage(s): use a "
+            "non-empty model.hidden"
+        )
+    if synthesizer not in SYNTHESIZERS:
+        raise ValueError(
+            f"rule.synthesizer must be one of {list(SYNTHESIZERS)}, got {synthesizer!r}"
+        )
+    if synthesizer == "mlp" and int(synth_hidden_layers) < 1:
+        raise ValueError(
+            f"rule.synth_hidden_layers must be >= 1 for synthesizer=mlp, got "
+            f"{synth_hidden_layers}"
+        )
+    if int(synth_width) < 1:
+        raise ValueError(f"rule.synth_width must be positive, got {synth_width}")
+    if synth_optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"rule.synth_optimizer must be one of {list(OPTIMIZERS)}, got "
+            f"{synth_optimizer!r}"
+        )
+    if int(warmup_steps) < 0:
+        raise ValueError(f"rule.warmup_steps must be >= 0, got {warmup_steps}")
+    warmup_steps = int(warmup_steps)
+    oracle = synthesizer == "oracle"
+    n_hidden = model.num_stages - 1
+    fns = [stage_fn(s) for s in model.stages]
+    opt = make_optimizer(synth_optimizer, float(synth_lr), total_steps=1)
+
+    def synth_input(h, y):
+        z = h.reshape(h.shape[0], -1)  # [B, D_l]
+        if conditioned:
+            z = jnp.concatenate([z, as_targets(y, model.num_outputs, z.dtype)], axis=-1)
+        return z
+
+    def init_fn(key, params):
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        x = jax.ShapeDtypeStruct((1, *model.input_shape), dtype)
+
+        def hidden_outputs(params, x):
+            hs = []
+            for f, p in zip(fns[:-1], params[:-1], strict=True):
+                x = f(p, x)
+                hs.append(x)
+            return hs
+
+        if oracle:  # nothing to learn
+            theta = ((),) * n_hidden
+        else:
+            shapes = jax.eval_shape(hidden_outputs, params, x)
+            theta = []
+            for l, k in enumerate(jax.random.split(key, n_hidden)):
+                d = math.prod(shapes[l].shape[1:])
+                d_in = d + (model.num_outputs if conditioned else 0)
+                theta.append(
+                    init_synthesizer(
+                        k,
+                        d_in,
+                        d,
+                        synthesizer,
+                        int(synth_hidden_layers),
+                        int(synth_width),
+                        dtype,
+                    )
+                )
+            theta = tuple(theta)
+        return SyntheticGradientsState(theta, opt.init(theta), jnp.zeros((), jnp.int32))
+
+    def exact_backprop(vjps, dL_dh_last):
+        """True ``dL/dh_l`` and ``dL/dparams_l`` for every hidden stage.
+
+        The chain of per-stage vjps, i.e. the vjp of the whole stack. Used only for
+        the diagnostics, the warm-up and the oracle control.
+        """
+        deltas, grads = [None] * n_hidden, [None] * n_hidden
+        delta = dL_dh_last
+        for l in reversed(range(n_hidden)):
+            deltas[l] = delta
+            grads[l], delta = vjps[l](delta)
+        return tuple(deltas), tuple(grads)
+
+    def update_fn(params, state, batch, key):
+        del key
+        x, y = batch
+        B = x.shape[0]
+        warm = state.step < warmup_steps  # traced bool scalar
+
+        # Forward, keeping each stage's vjp (w.r.t. its params and its input).
+        hs, vjps = [], []
+        for f, p in zip(fns, params, strict=True):
+            x, vjp = jax.vjp(f, p, x)
+            hs.append(x)
+            vjps.append(vjp)
+        value, loss_vjp = jax.vjp(lambda out: loss.value(out, y), x)
+        (dL_dout,) = loss_vjp(jnp.ones_like(value))
+        g_readout, dL_dh_last = vjps[-1](dL_dout)  # read-out: its true gradient
+        hs = hs[:-1]
+
+        if diagnostics or oracle:
+            true_deltas, true_grads = exact_backprop(vjps, dL_dh_last)
+        elif warmup_steps > 0:  # exact backprop only while warming up
+            true_deltas, true_grads = jax.lax.cond(
+                warm,
+                lambda: exact_backprop(vjps, dL_dh_last),
+                lambda: (
+                    tuple(jnp.zeros_like(h) for h in hs),
+                    jax.tree_util.tree_map(jnp.zeros_like, tuple(params[:-1])),
+                ),
+            )
+        else:
+            true_deltas = true_grads = None
+
+        def synth_objective(theta):
+            if oracle:
+                m = [B * d for d in true_deltas]
+            else:
+                m = [
+                    apply_synthesizer(theta[l], synth_input(hs[l], y)).reshape(
+                        hs[l].shape
+                    )
+                    for l in range(n_hidden)
+                ]
+            delta_hat = [m_l / B for m_l in m]
+            # Each hidden stage: its direction from delta_hat_l through its own vjp;
+            # the cotangent it sends to its input is the bootstrapped target of the
+            # synthesizer below it (Jaderberg et al. 2017, sec. 3.1 / fig. 2).
+            directions, targets = [], [None] * n_hidden
+            targets[-1] = dL_dh_last
+            for l in range(n_hidden):
+                g_p, d_in = vjps[l](delta_hat[l])
+                directions.append(g_p)
+                if l > 0:
+                    targets[l - 1] = d_in
+            if warmup_steps > 0:
+                targets = [
+                    jnp.where(warm, t_true, t)
+                    for t_true, t in zip(true_deltas, targets, strict=True)
+                ]
+            # The target is a constant for the synthesizer: without stop_gradient the
+            # regression would also move M_{l+1} (through delta_hat_{l+1}) toward
+            # M_l's prediction (a known bug in public implementations).
+            targets = [jax.lax.stop_gradient(t) for t in targets]
+            losses = jnp.stack(
+                [
+                    jnp.mean(
+                        jnp.sum(
+                            jnp.square(m[l] - B * targets[l]).reshape(B, -1), axis=-1
+                        )
+                    )
+                    for l in range(n_hidden)
+                ]
+            )
+            return jnp.sum(losses), (losses, tuple(delta_hat), tuple(directions))
+
+        theta = state.synth_params
+        if oracle:
+            _, (synth_losses, delta_hat, directions) = synth_objective(theta)
+            opt_state = state.synth_opt_state
+        else:
+            (_, (synth_losses, delta_hat, directions)), g_theta = jax.value_and_grad(
+                synth_objective, has_aux=True
+            )(theta)
+            upd, opt_state = opt.update(g_theta, state.synth_opt_state, theta)
+            theta = optax.apply_updates(theta, upd)
+
+        if warmup_steps > 0:  # exact backprop while warming up (jit-able switch)
+            directions = jax.tree_util.tree_map(
+                lambda g_true, g: jnp.where(warm, g_true, g), true_grads, directions
+            )
+        direction = (*directions, g_readout)
+
+        metrics = {
+            "loss": value,
+            "synth_loss": synth_losses,
+            "warmup": warm.astype(value.dtype),
+        }
+        if diagnostics or oracle:
+            metrics["synth_angle_deg"] = jnp.stack(
+                [_angle_deg(d, t) for d, t in zip(delta_hat, true_deltas, strict=True)]
+            ).astype(value.dtype)
+        new_state = SyntheticGradientsState(theta, opt_state, state.step + 1)
+        return tuple(direction), new_state, metrics
+
+    return LearningRule(init_fn, update_fn)
+
+
+__all__ = [
+    "SYNTHESIZERS",
+    "SyntheticGradientsState",
+    "apply_synthesizer",
+    "init_synthesizer",
+    "sg",
+]
