@@ -44,7 +44,9 @@ def _tanh_grad(a, h):
 
 
 def _relu(a):
-    return jnp.maximum(a, 0.0)
+    # where(), not maximum(): jax.grad of maximum(a, 0) is 0.5 at a == 0 (it splits a
+    # tie); where() gives 0 there, the subgradient the hand-written backward uses.
+    return jnp.where(a > 0, a, 0.0)
 
 
 def _relu_grad(a, h):

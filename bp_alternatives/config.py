@@ -52,6 +52,10 @@ class OptimConfig:
     clip_norm: float | None = None
     schedule: str = "constant"
     warmup_steps: int = 0
+    # schedule=step: lr * decay_factor at each boundary, in epochs or in steps
+    decay_epochs: list[int] | None = None
+    decay_steps: list[int] | None = None
+    decay_factor: float = 0.1
 
 
 cs = ConfigStore.instance()
@@ -100,6 +104,23 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
     if o.schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule={o.schedule!r}; valid: {list(SCHEDULES)}")
+    if o.schedule == "step":
+        given = [k for k in ("decay_epochs", "decay_steps") if o.get(k) is not None]
+        if len(given) != 1:
+            raise ConfigError(
+                "optim.schedule=step needs exactly one of optim.decay_epochs or "
+                f"optim.decay_steps, got {given or 'neither'}"
+            )
+        bounds = [int(b) for b in o[given[0]]]
+        if any(b < 1 for b in bounds) or bounds != sorted(set(bounds)):
+            raise ConfigError(
+                f"optim.{given[0]} must be positive and strictly increasing, "
+                f"got {bounds}"
+            )
+        if not o.decay_factor > 0:
+            raise ConfigError(
+                f"optim.decay_factor must be positive, got {o.decay_factor}"
+            )
     if cfg.loss not in LOSSES:
         raise ConfigError(f"loss={cfg.loss!r}; valid losses: {sorted(LOSSES)}")
 
@@ -126,7 +147,8 @@ def validate_config(cfg: DictConfig) -> None:
             "its "
             "read-out is a softmax classifier; use loss=cross_entropy"
         )
-    if r["name"] in ("dfa", "sg") and hidden is not None and len(hidden) == 0:
+    no_hidden = hidden is not None and len(hidden) == 0 and not m.get("channels")
+    if r["name"] in ("dfa", "sg") and m["_target_"].endswith(".mlp") and no_hidden:
         raise ConfigError(
             f"rule={r['name']} needs at least one hidden stage, but model.hidden=[]"
         )

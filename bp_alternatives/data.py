@@ -1,8 +1,8 @@
 """The data interface: plain arrays plus metadata.
 
-A ``Dataset`` holds numpy arrays (``x_*`` float32 ``[N, ...input_shape]``, ``y_*`` int32
-``[N]``) and its metadata. Loaders are registered in ``DATASETS`` under the names used on
-the command line (``data=digits``).
+A ``Dataset`` holds numpy arrays (``x_*`` float32 ``[N, ...input_shape]``, ``y_*``
+int32 ``[N]``) and its metadata. Loaders are registered in ``DATASETS`` under the
+names used on the command line (``data=digits``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bp_alternatives.datasets import (
+    load_cifar10,
+    load_fashion_mnist,
+    load_mnist,
+    load_mnist1d,
+)
+
 
 class Dataset(NamedTuple):
-    """Train and test arrays plus metadata."""
+    """Train and test arrays plus metadata.
+
+    ``x_val`` / ``y_val``: a validation split carved from the training data when a
+    loader is asked for one (``data.val_fraction``), else ``None``.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -23,6 +34,8 @@ class Dataset(NamedTuple):
     num_classes: int
     input_shape: tuple[int, ...]
     name: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray):
@@ -33,7 +46,9 @@ def _standardise(x_train: np.ndarray, x_test: np.ndarray):
     return (x_train - mean) / std, (x_test - mean) / std
 
 
-def load_digits(test_size: int = 360, standardise: bool = True, split_seed: int = 0) -> Dataset:
+def load_digits(
+    test_size: int = 360, standardise: bool = True, split_seed: int = 0
+) -> Dataset:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes).
 
     Embedded with scikit-learn, so it never downloads. The train/test split is fixed
@@ -68,12 +83,19 @@ def load_xor() -> Dataset:
     """The four XOR points; the test set is the training set (the classic demo)."""
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     y = np.array([0, 1, 1, 0], np.int32)
-    return Dataset(x, y, x.copy(), y.copy(), num_classes=2, input_shape=(2,), name="xor")
+    return Dataset(
+        x, y, x.copy(), y.copy(), num_classes=2, input_shape=(2,), name="xor"
+    )
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "xor": load_xor,
+    # Real datasets (files found, downloaded, checked, cached): bp_alternatives.datasets
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "cifar10": load_cifar10,
+    "mnist1d": load_mnist1d,
 }
 
 
@@ -82,5 +104,7 @@ def load_dataset(name: str, **kwargs) -> Dataset:
     try:
         loader = DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}") from None
+        raise ValueError(
+            f"unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}"
+        ) from None
     return loader(**kwargs)

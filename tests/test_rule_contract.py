@@ -60,9 +60,15 @@ CASES = [
     Case("ff", {"goodness_from": 0}, activation="relu"),
     Case(
         "ff",
-        {"normalise": "rms", "threshold": "width", "straight_through": True,
-         "peer_weight": 0.03, "negatives": "sampled", "schedule": "layerwise",
-         "steps_per_stage": 75},
+        {
+            "normalise": "rms",
+            "threshold": "width",
+            "straight_through": True,
+            "peer_weight": 0.03,
+            "negatives": "sampled",
+            "schedule": "layerwise",
+            "steps_per_stage": 75,
+        },
         activation="relu",
     ),
 ]
@@ -85,7 +91,9 @@ def blobs(n: int = 400, seed: int = 0) -> Dataset:
 
 def _build(case: Case, hidden=(16, 12)):
     data = blobs()
-    model = mlp(data.input_shape, data.num_classes, hidden=hidden, activation=case.activation)
+    model = mlp(
+        data.input_shape, data.num_classes, hidden=hidden, activation=case.activation
+    )
     rule = get_rule(case.rule)(model, get_loss(case.loss), **case.kwargs)
     return data, model, rule
 
@@ -102,15 +110,23 @@ def test_direction_is_jittable_finite_and_shaped_like_params(case):
     state = rule.init(jax.random.PRNGKey(1), params)
     batch = Batch(jnp.asarray(data.x_train[:32]), jnp.asarray(data.y_train[:32]))
     direction, new_state, metrics = jax.jit(rule.update)(params, state, batch, key)
-    assert jax.tree_util.tree_structure(direction) == jax.tree_util.tree_structure(params)
-    for d, p in zip(jax.tree_util.tree_leaves(direction), jax.tree_util.tree_leaves(params)):
+    assert jax.tree_util.tree_structure(direction) == jax.tree_util.tree_structure(
+        params
+    )
+    for d, p in zip(
+        jax.tree_util.tree_leaves(direction), jax.tree_util.tree_leaves(params)
+    ):
         assert d.shape == p.shape and d.dtype == p.dtype
         assert bool(jnp.all(jnp.isfinite(d)))
     assert float(jnp.sum(jnp.abs(jax.tree_util.tree_leaves(direction)[0]))) > 0
     assert "loss" in metrics and bool(jnp.isfinite(metrics["loss"]))
     # state keeps its structure, shapes and dtypes across steps
-    assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
-    for a, b in zip(jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state)):
+    assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(
+        state
+    )
+    for a, b in zip(
+        jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state)
+    ):
         assert a.shape == b.shape and a.dtype == b.dtype
 
 
@@ -134,7 +150,9 @@ def test_state_is_stable_under_scan(case):
         lambda c: jax.lax.scan(body, c, (xs, ys, jnp.arange(4)))
     )((params, state, opt.init(params)))
     assert losses.shape == (4,)
-    assert jax.tree_util.tree_structure(final_state) == jax.tree_util.tree_structure(state)
+    assert jax.tree_util.tree_structure(final_state) == jax.tree_util.tree_structure(
+        state
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)

@@ -29,6 +29,8 @@ from tests.conftest import compose_cfg
         (["model.hidden=[32,0]"], r"model.hidden widths must be >= 1, got \[32, 0\]"),
         (["+model.dropout=0.5"], "model.dropout is not an option of mlp"),
         (["+rule.lr=0.5"], "rule.lr is not an option of bp"),
+        (["rule=ff", "loss=mse"], "rule=ff with loss=mse"),
+        (["rule=fa", "+rule.feedbak=usf"], "rule.feedbak is not an option of fa"),
     ],
 )
 def test_rejected_configs_name_the_field(overrides, message):
@@ -42,6 +44,14 @@ def test_rejected_configs_name_the_field(overrides, message):
 def test_schema_rejects_wrong_types_at_composition(override):
     with pytest.raises(ConfigCompositionException):
         compose_cfg([override])
+
+
+@pytest.mark.parametrize("rule", ["dfa", "sg"])
+def test_rules_needing_a_hidden_stage(rule):
+    with pytest.raises(ConfigError, match=f"rule={rule} needs at least one hidden"):
+        validate_config(compose_cfg([f"rule={rule}", "model.hidden=[]"]))
+    # a CNN's conv stages are hidden stages: no dense hidden layer is fine
+    validate_config(compose_cfg([f"rule={rule}", "model=cnn", "model.hidden=[]"]))
 
 
 def test_rejection_happens_before_any_data_or_compilation(cfg_factory, monkeypatch):

@@ -37,7 +37,9 @@ def get_rule(name: str):
     try:
         return RULES[name]
     except KeyError:
-        raise ValueError(f"unknown rule {name!r}; valid rules: {sorted(RULES)}") from None
+        raise ValueError(
+            f"unknown rule {name!r}; valid rules: {sorted(RULES)}"
+        ) from None
 
 
 __all__ = [

@@ -1,0 +1,428 @@
+"""Dataset files on disk: where to look, how to download, how to verify, how to cache.
+
+The image loaders in ``bp_alternatives.datasets`` describe each file they need as a
+``FileSpec`` (its published name and its checksums) and call ``locate`` to find it:
+
+1. ``<root>/<dataset>/`` and ``<root>/`` (``root`` is ``data.root``; by default
+   ``$BPA_DATA``, else ``$XDG_CACHE_HOME/bp_alternatives``, else
+   ``~/.cache/bp_alternatives``);
+2. system directories, e.g. ``/usr/share/datasets/fashion-mnist/`` where Debian's
+   ``dataset-fashion-mnist`` package installs Fashion-MNIST;
+3. a download from each mirror in turn into ``<root>/<dataset>/`` (with a timeout),
+   verified before it is renamed into place; never when ``data.download=false`` or the
+   environment variable ``BPA_OFFLINE`` is set (CI sets it).
+
+A file is used only after its checksum matched (``verify=False`` turns that off and
+keeps the structural checks: IDX header and length, gzip CRC, pickle layout). Parsed
+arrays are cached in ``<root>/<dataset>/<dataset>.npz``, so the files are read and
+checked once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import io
+import logging
+import os
+import pickle
+import struct
+import tarfile
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0  # seconds, per download attempt
+CACHE_VERSION = 1
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset file is neither on disk nor downloadable."""
+
+
+class CorruptFileError(ValueError):
+    """A dataset file is truncated, malformed or fails its checksum."""
+
+
+class FileSpec(NamedTuple):
+    """A published dataset file and the checksums known for it.
+
+    ``sha256`` / ``md5`` are of the *decompressed* bytes (the IDX file inside the
+    ``.gz``, a CIFAR batch inside the tarball): they survive recompression, which
+    matters because Debian recompresses Fashion-MNIST's ``.gz`` files.
+    ``packed_md5`` / ``packed_sha256`` are of the file exactly as the canonical
+    mirrors serve it; they are checked only where no decompressed checksum is known.
+    """
+
+    name: str
+    sha256: str | None = None
+    md5: str | None = None
+    packed_md5: str | None = None
+    packed_sha256: str | None = None
+
+
+def default_root() -> Path:
+    """``$BPA_DATA``, else ``$XDG_CACHE_HOME/bp_alternatives``, else ``~/.cache``'s."""
+    if os.environ.get("BPA_DATA"):
+        return Path(os.environ["BPA_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser() / "bp_alternatives"
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    return default_root() if root in (None, "") else Path(root).expanduser()
+
+
+def search_dirs(
+    root: Path, dataset: str, system_dirs: Sequence[str] = ()
+) -> list[Path]:
+    """The directories searched, in order."""
+    return [root / dataset, root, *(Path(d) for d in system_dirs)]
+
+
+def _candidates(name: str) -> list[str]:
+    """A ``.gz`` file may also be present decompressed (``gunzip`` in place)."""
+    return [name, name[: -len(".gz")]] if name.endswith(".gz") else [name]
+
+
+def find_file(spec: FileSpec, dirs: Sequence[Path]) -> Path | None:
+    for d in dirs:
+        for n in _candidates(spec.name):
+            p = d / n
+            if p.is_file():
+                return p
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Reading and checking
+
+
+def read_packed(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise CorruptFileError(f"cannot read {path}: {err}") from err
+
+
+def decompress(path: Path, packed: bytes) -> bytes:
+    """The decompressed bytes of a ``.gz`` file (or ``packed`` itself otherwise).
+
+    A truncated or damaged gzip stream (missing end marker, CRC or length mismatch)
+    raises ``CorruptFileError`` naming the file.
+    """
+    if path.suffix != ".gz":
+        return packed
+    try:
+        return gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error) as err:
+        raise CorruptFileError(
+            f"{path} is not a complete gzip file ({type(err).__name__}: {err}); "
+            "it is probably truncated or corrupt: delete it and provide it again"
+        ) from err
+
+
+def _hexdigest(algo: str, data: bytes) -> str:
+    return hashlib.new(algo, data).hexdigest()
+
+
+def check(spec: FileSpec, path: Path, packed: bytes, raw: bytes) -> str:
+    """Check ``path`` against the strongest checksum known for it.
+
+    Returns a short description of what was checked; raises ``CorruptFileError`` on a
+    mismatch or when no checksum applies to this copy of the file.
+    """
+    if spec.sha256 or spec.md5:
+        algo, want = ("sha256", spec.sha256) if spec.sha256 else ("md5", spec.md5)
+        got = _hexdigest(algo, raw)
+        if got != want:
+            raise CorruptFileError(
+                f"{path}: {algo} of the decompressed bytes is {got}, expected {want} "
+                f"for {spec.name}; the file is corrupt, truncated or not the "
+                "published one: delete it and provide it again"
+            )
+        return f"{algo} of the decompressed bytes"
+    is_packed = path.name == spec.name and spec.name.endswith((".gz", ".tar.gz"))
+    if is_packed and (spec.packed_sha256 or spec.packed_md5):
+        if spec.packed_sha256:
+            algo, want = "sha256", spec.packed_sha256
+        else:
+            algo, want = "md5", spec.packed_md5
+        got = _hexdigest(algo, packed)
+        if got != want:
+            raise CorruptFileError(
+                f"{path}: {algo} is {got}, expected {want} (the published checksum of "
+                f"the original {spec.name}). No checksum of the decompressed bytes is "
+                "recorded for this file, so a recompressed copy cannot be verified: "
+                "use the original file, or pass data.verify=false to accept it on the "
+                "structural checks alone"
+            )
+        return f"{algo} of the file as published"
+    raise CorruptFileError(
+        f"{path}: no checksum is recorded for a copy of {spec.name} in this form "
+        "(only for the original compressed file); provide the original file or pass "
+        "data.verify=false to accept it on the structural checks alone"
+    )
+
+
+def load_verified(spec: FileSpec, path: Path, verify: bool) -> bytes:
+    """Read ``path``, decompress it, check it; return the decompressed bytes."""
+    packed = read_packed(path)
+    raw = decompress(path, packed)
+    if verify:
+        what = check(spec, path, packed, raw)
+        log.info("verified %s (%s)", path, what)
+    return raw
+
+
+# --------------------------------------------------------------------------------------
+# Downloading
+
+
+def download(
+    spec: FileSpec,
+    mirrors: Sequence[str],
+    dest_dir: Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    verify: bool = True,
+) -> tuple[Path | None, list[str]]:
+    """Try each mirror in turn; return ``(path or None, errors)``.
+
+    The file is written to ``<dest_dir>/<name>.part``, decompressed and checked, and
+    only then renamed to ``<dest_dir>/<name>``; a failed attempt leaves nothing behind.
+    """
+    errors = []
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return None, [f"cannot create {dest_dir}: {err}"]
+    dest = dest_dir / spec.name
+    part = dest_dir / (spec.name + ".part")
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + spec.name
+        try:
+            log.warning("downloading %s -> %s", url, dest)
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                with open(part, "wb") as f:
+                    while chunk := resp.read(1 << 20):
+                        f.write(chunk)
+            packed = part.read_bytes()
+            # Decompress only where a checksum of the decompressed bytes is known
+            # (a CIFAR tarball is checked as published, without inflating 170 MB).
+            raw = decompress(dest, packed) if (spec.sha256 or spec.md5) else b""
+            if verify:
+                check(spec, dest, packed, raw)
+            os.replace(part, dest)
+            return dest, errors
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            errors.append(f"{url}: {type(err).__name__}: {err}")
+            part.unlink(missing_ok=True)
+    return None, errors
+
+
+def locate(
+    dataset: str,
+    specs: Sequence[FileSpec],
+    *,
+    root: Path,
+    system_dirs: Sequence[str] = (),
+    mirrors: Sequence[str] = (),
+    download_ok: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    verify: bool = True,
+    hint: str = "",
+) -> dict[str, Path]:
+    """Find (or download) every file in ``specs``; ``{spec.name: path}``.
+
+    Raises ``DatasetNotFoundError`` naming each missing file, where it was looked
+    for, what the download attempts said and how to provide the file.
+    """
+    dirs = search_dirs(root, dataset, system_dirs)
+    offline = bool(os.environ.get("BPA_OFFLINE"))
+    download_ok = download_ok and not offline
+    found: dict[str, Path] = {}
+    problems: list[str] = []
+    for spec in specs:
+        path = find_file(spec, dirs)
+        if path is None and download_ok and mirrors:
+            path, errors = download(
+                spec, mirrors, root / dataset, timeout=timeout, verify=verify
+            )
+            if path is None:
+                problems.append(
+                    f"  {spec.name}: download failed:\n"
+                    + "\n".join(f"    {e}" for e in errors)
+                )
+        elif path is None:
+            why = (
+                "$BPA_OFFLINE is set"
+                if offline
+                else "data.download=false"
+                if not download_ok
+                else "no mirror is known"
+            )
+            problems.append(f"  {spec.name}: not downloaded ({why})")
+        if path is not None:
+            found[spec.name] = path
+    if problems:
+        urls = ", or ".join(m.rstrip("/") + "/<file>" for m in mirrors) or "none known"
+        raise DatasetNotFoundError(
+            f"{dataset}: missing file(s):\n"
+            + "\n".join(problems)
+            + "\nLooked in: "
+            + ", ".join(str(d) for d in dirs)
+            + f"\nTo provide them: save them in {root / dataset}/ (from {urls})"
+            + (f"; {hint}" if hint else "")
+            + "; or point data.root (or $BPA_DATA) at a directory that holds them."
+        )
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# Formats
+
+_IDX_TYPES = {0x08: np.uint8}
+
+
+def parse_idx(raw: bytes, path: Path | str) -> np.ndarray:
+    """Parse an IDX file (LeCun's MNIST format): magic ``00 00 <type> <ndim>``, then
+    ``ndim`` big-endian uint32 sizes, then the data. The length must match exactly."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise CorruptFileError(
+            f"{path}: not an IDX file (the header must start with two zero bytes; "
+            f"got {raw[:4].hex() or 'an empty file'})"
+        )
+    dtype_code, ndim = raw[2], raw[3]
+    if dtype_code not in _IDX_TYPES:
+        raise CorruptFileError(
+            f"{path}: IDX data type 0x{dtype_code:02x} is not supported (only 0x08, "
+            "unsigned bytes, as MNIST and Fashion-MNIST use)"
+        )
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise CorruptFileError(f"{path}: IDX header truncated ({len(raw)} bytes)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    want = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != want:
+        raise CorruptFileError(
+            f"{path}: IDX header says shape {dims} ({want} bytes) but the decompressed "
+            f"file has {len(raw)} bytes; it is truncated or corrupt"
+        )
+    return np.frombuffer(raw, _IDX_TYPES[dtype_code], offset=header).reshape(dims)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR batches contain: dicts, lists, numbers, bytes and
+    numpy arrays. Anything else (a pickle can call any importable function) is refused.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 hold bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+        if module == "numpy.core.multiarray":  # Python 2 era name; numpy 2 moved it
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def parse_cifar_batch(raw: bytes, path: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """A CIFAR-10 python batch: ``{b"data": uint8 [N, 3072], b"labels": [N]}``.
+
+    Returns images ``[N, 32, 32, 3]`` (the rows hold the R, G, B planes, each 32x32
+    row-major) and int labels ``[N]``.
+    """
+    try:
+        d = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as err:  # any unpickling failure means a damaged batch
+        raise CorruptFileError(
+            f"{path}: not a readable CIFAR batch ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        raise CorruptFileError(
+            f"{path}: a CIFAR batch is a dict with b'data' and b'labels'; got "
+            f"{type(d).__name__} with keys {sorted(d) if isinstance(d, dict) else '-'}"
+        )
+    data = np.asarray(d[b"data"])
+    labels = np.asarray(d[b"labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise CorruptFileError(
+            f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}"
+        )
+    if labels.shape != (data.shape[0],):
+        raise CorruptFileError(
+            f"{path}: {data.shape[0]} images but labels of shape {labels.shape}"
+        )
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def read_tar_members(path: Path, names: Sequence[str]) -> dict[str, bytes]:
+    """Read members (by base name) from a ``.tar.gz`` in memory, never extracting."""
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if base in names and member.isfile():
+                    f = tar.extractfile(member)
+                    out[base] = f.read() if f is not None else b""
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise CorruptFileError(
+            f"{path} is not a complete tar.gz archive ({type(err).__name__}: {err}); "
+            "it is probably truncated or corrupt: delete it and provide it again"
+        ) from err
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise CorruptFileError(f"{path}: archive lacks member(s) {missing}")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The parsed-array cache
+
+
+def load_cache(path: Path, keys: Sequence[str], need_verified: bool):
+    """The cached arrays, or ``None`` if absent, unreadable, incomplete, or built
+    without checksums while checksums are asked for."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            if int(z["version"]) != CACHE_VERSION:
+                return None
+            if need_verified and not bool(z["verified"]):
+                return None
+            arrays = {k: z[k] for k in keys}
+    except Exception as err:  # OSError, KeyError, ValueError, zipfile.BadZipFile...
+        log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, err)
+        return None
+    return arrays
+
+
+def save_cache(path: Path, arrays: dict[str, np.ndarray], verified: bool) -> bool:
+    """Write the cache atomically; ``False`` (and a log line) if the directory is not
+    writable -- the data still loads, only the next start is slower."""
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, version=CACHE_VERSION, verified=verified, **arrays)
+        os.replace(tmp, path)
+        return True
+    except OSError as err:
+        log.warning("could not write cache %s: %s", path, err)
+        tmp.unlink(missing_ok=True)
+        return False
