@@ -366,6 +366,9 @@ def _fit(
     put = (lambda t: jax.device_put(t, replicated)) if mesh else jnp.asarray
     x_train, y_train = put(data.x_train), put(data.y_train)
     x_test, y_test = put(data.x_test), put(data.y_test)
+    x_val = y_val = None
+    if getattr(data, "x_val", None) is not None and len(data.x_val):
+        x_val, y_val = put(data.x_val), put(data.y_val)
     probe = Batch(x_train[:probe_size], y_train[:probe_size])
 
     keys_arr = jnp.stack([jnp.asarray(k) for k in keys])
@@ -425,6 +428,11 @@ def _fit(
         )
         tr = eval_fn(state.params, state.rule_state, x_train, y_train)
         te = eval_fn(state.params, state.rule_state, x_test, y_test)
+        va = (
+            eval_fn(state.params, state.rule_state, x_val, y_val)
+            if x_val is not None
+            else None
+        )
         for s in range(num_seeds):
             if diverged[s] is not None:
                 continue
@@ -435,6 +443,7 @@ def _fit(
                 per_seed(te, s),
                 per_seed(step_metrics, s),
                 per_seed(probe_metrics, s),
+                per_seed(va, s) if va is not None else None,
             )
             histories[s].append(entry)
             writers[s].write_scalars(epoch, _flat_scalars(entry))
@@ -453,10 +462,13 @@ def _fit(
     results = []
     for s in range(num_seeds):
         last = histories[s][-1] if histories[s] else {}
-        final = {k: last.get(k) for k in last if k.startswith(("train_", "test_"))}
+        final = {
+            k: last.get(k) for k in last if k.startswith(("train_", "test_", "val_"))
+        }
         results.append(
             {
                 "final": final,
+                "selected": _select_on_validation(histories[s]),
                 "history": histories[s],
                 "status": "ok" if diverged[s] is None else "diverged",
                 "diverged_epoch": diverged[s],
@@ -473,10 +485,28 @@ def _fit(
     return results
 
 
-def _history_entry(epoch, dt, tr, te, step_metrics, probe_metrics) -> dict[str, Any]:
+def _select_on_validation(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch with the best validation accuracy, and its test numbers.
+
+    Model selection on a split carved from train, never on test (some published
+    benchmarks select and report on the same test split, which is optimistic).
+    ``None`` when there is no validation split.
+    """
+    scored = [e for e in history if e.get("val_accuracy") is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda e: e["val_accuracy"])  # first of equals
+    keys = ("epoch", "val_accuracy", "val_loss", "test_accuracy", "test_loss")
+    return {k: best.get(k) for k in keys}
+
+
+def _history_entry(
+    epoch, dt, tr, te, step_metrics, probe_metrics, va=None
+) -> dict[str, Any]:
     step_metrics, probe_metrics = dict(step_metrics), dict(probe_metrics)
     entry: dict[str, Any] = {}
-    for prefix, res in (("train", tr), ("test", te)):
+    splits = (("train", tr), ("test", te)) + ((("val", va),) if va is not None else ())
+    for prefix, res in splits:
         for k, v in res.items():
             entry[f"{prefix}_{k}"] = v
     entry["step_loss"] = step_metrics.pop("loss")

@@ -174,3 +174,49 @@ def test_xor_learned_by_a_small_sigmoid_net(factory):
     pred = jnp.argmax(output(model, state.params, batch.x), axis=-1)
     assert losses[-1] < 0.25 * losses[0]
     np.testing.assert_array_equal(np.asarray(pred), data.y_train)
+
+
+def test_validation_split_selects_the_epoch_and_reports_its_test_numbers(cfg_factory):
+    from bp_alternatives.data import load_digits
+    from bp_alternatives.trainer import fit
+
+    d = load_digits()
+    n_val = 300
+    data = d._replace(
+        x_train=d.x_train[n_val:],
+        y_train=d.y_train[n_val:],
+        x_val=d.x_train[:n_val],
+        y_val=d.y_train[:n_val],
+    )
+    model = mlp((64,), 10, hidden=(16,))
+    out = fit(
+        model,
+        get_loss("cross_entropy"),
+        bp(model, get_loss("cross_entropy")),
+        optax.sgd(0.05),
+        data,
+        epochs=6,
+        batch_size=64,
+        key=jax.random.PRNGKey(0),
+        progress=False,
+    )
+    hist = out["history"]
+    assert all("val_accuracy" in e and "val_loss" in e for e in hist)
+    best = max(hist, key=lambda e: e["val_accuracy"])
+    sel = out["selected"]
+    assert sel["epoch"] == best["epoch"]
+    assert sel["test_accuracy"] == best["test_accuracy"]
+    assert sel["val_accuracy"] == best["val_accuracy"]
+    # without a validation split nothing is selected
+    plain = fit(
+        model,
+        get_loss("cross_entropy"),
+        bp(model, get_loss("cross_entropy")),
+        optax.sgd(0.05),
+        d,
+        epochs=1,
+        batch_size=64,
+        key=jax.random.PRNGKey(0),
+        progress=False,
+    )
+    assert plain["selected"] is None
