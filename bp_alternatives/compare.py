@@ -16,12 +16,16 @@ published numbers::
 A config may also set ``column: <label>`` to name its column; otherwise the column is
 the dataset plus the config values that differ between that dataset's runs (seeds,
 rules, loggers and output paths aside), and a row is the rule plus the rule options
-that differ between its runs (``bp (remat=true)``).
+that differ between its runs (``bp (remat=true)``), or the config's ``row: <label>``
+(e.g. ``row: "bp (${model.activation})"`` to give each activation its own row).
 
 Plots (PNG and PDF, matplotlib's Agg backend), one set per column: learning curves per
-rule with a min-max band over seeds, the alignment angle per stage over epochs, and the
+rule with a min-max band over seeds, the alignment angle per stage over epochs, the
 per-stage exact gradient norm over epochs on a log scale (the vanishing-gradient
-picture).
+picture) and, for models with 2-D inputs (``data=xor``), the decision boundary of each
+row, drawn from the trained parameters the run left in its directory
+(``checkpoint_state.msgpack``, written at the last epoch when
+``trainer.checkpoint_every > 0``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RESULTS = "results.json"
+CHECKPOINT = "checkpoint_state.msgpack"  # the trainer's last state (TrainState)
 STATUSES = ("ok", "diverged", "failed")
 RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg")
 EXTRAS = ("examples_per_second", "alignment")
@@ -50,6 +55,7 @@ _NOT_A_COLUMN = (
     "run_name",
     "paper",
     "column",
+    "row",
     "data.name",
     "optimized_metric",
     "hydra",
@@ -75,13 +81,17 @@ class RunRecord:
     dataset: str
     seed: Any
     status: str  # ok | diverged | failed
-    test_error: float | None  # percent, 100 * (1 - final.test_accuracy)
+    # percent, 100 * (1 - test accuracy) at the epoch selected on the validation split
+    # (results.json "selected") if the run had one, else at the last epoch ("final")
+    test_error: float | None
     train_error: float | None
     examples_per_second: float | None
     final_alignment: tuple[float | None, ...] | None  # degrees per stage, last epoch
     history: tuple[dict[str, Any], ...]
     config: dict[str, Any]
     error: str | None
+    selected_epoch: int | None = None  # the best-validation epoch, if selected
+    input_width: int | None = None  # the model's input features (MLPs: widths[0])
 
 
 # ---------------------------------------------------------------------------- loading
@@ -142,8 +152,23 @@ def load_run(path: str) -> RunRecord:
     test_acc = final.get("test_accuracy")
     if status == "ok" and not isinstance(test_acc, int | float):
         raise bad("'final.test_accuracy' missing or not a number in an ok run")
+    # a run with a validation split reports the test numbers of the epoch selected on
+    # it (results.json "selected", written by the trainer), not of the last epoch
+    selected = r.get("selected") if isinstance(r.get("selected"), dict) else {}
+    if status == "ok" and _num(selected.get("test_accuracy")) is not None:
+        test_acc = selected["test_accuracy"]
+    else:
+        selected = {}
     config = r.get("config") if isinstance(r.get("config"), dict) else {}
     align = history[-1].get("alignment_deg") if history else None
+    model = r.get("model") if isinstance(r.get("model"), dict) else {}
+    shape, widths = model.get("input_shape"), model.get("widths")
+    if isinstance(shape, list) and all(isinstance(d, int) for d in shape):
+        input_width = math.prod(shape)  # cnn, lenet
+    elif model.get("name", "mlp") == "mlp" and isinstance(widths, list) and widths:
+        input_width = widths[0] if isinstance(widths[0], int) else None
+    else:
+        input_width = None
     return RunRecord(
         path=path,
         rule=rule if isinstance(rule, str) else "?",
@@ -151,6 +176,7 @@ def load_run(path: str) -> RunRecord:
         seed=r.get("seed"),
         status=status,
         test_error=_error_pct(test_acc),
+        selected_epoch=selected.get("epoch"),
         train_error=_error_pct(final.get("train_accuracy")),
         examples_per_second=_num(r.get("examples_per_second")),
         final_alignment=tuple(_num(a) for a in align)
@@ -159,6 +185,7 @@ def load_run(path: str) -> RunRecord:
         history=tuple(history),
         config=config,
         error=r.get("error"),
+        input_width=input_width,
     )
 
 
@@ -223,13 +250,17 @@ def _varying(flats: list[dict[str, str]], excluded: Iterable[str]) -> list[str]:
 
 
 def row_labels(runs: Sequence[RunRecord]) -> list[str]:
-    """The table row of each run: the rule, plus the rule options that differ
-    between runs of that rule (``bp (remat=true)``)."""
+    """The table row of each run: ``config.row`` if set, else the rule plus the rule
+    options that differ between runs of that rule (``bp (remat=true)``)."""
     flats = [_flatten(r.config.get("rule") or {}) for r in runs]
     by_rule: dict[str, list[int]] = {}
-    for i, r in enumerate(runs):
-        by_rule.setdefault(r.rule, []).append(i)
     labels = [r.rule for r in runs]
+    for i, r in enumerate(runs):
+        explicit = r.config.get("row")
+        if explicit:
+            labels[i] = str(explicit)
+        else:
+            by_rule.setdefault(r.rule, []).append(i)
     for idx in by_rule.values():
         keys = _varying([flats[i] for i in idx], excluded=("name",))
         for i in idx:
@@ -369,6 +400,15 @@ class Table:
             "seeds (n = seeds that finished). Diverged and failed runs are counted "
             "beside the number, never averaged into it."
         )
+        runs = [r for cell in self.cells.values() for r in cell.runs]
+        n_sel = sum(r.selected_epoch is not None for r in runs)
+        if n_sel:
+            text += (
+                " Model selection on a validation split carved from train: the test "
+                "error at the epoch with the best validation accuracy"
+                + ("" if n_sel == len(runs) else " (runs without one: the last epoch)")
+                + "."
+            )
         sources, notes = [], []
         for cell in self.cells.values():
             _, src, note = cell.paper
@@ -677,6 +717,138 @@ def plot_all(
             paths += _plot_stages(
                 plt, by_row, c, key, title, log, out_dir, f"{name}_{slug}"
             )
+        if any(x.input_width == 2 for v in by_row.values() for x in v):
+            paths += _plot_boundaries(
+                plt, by_row, c, out_dir, f"decision_boundary_{slug}"
+            )
+    return paths
+
+
+def restore_predictor(run: RunRecord):
+    """``(dataset, scores_fn)`` of a finished run, rebuilt from its resolved config
+    (``bp_alternatives.train.build_data`` / ``build_model`` / ``build_rule``) and the
+    trained state the trainer left beside its ``results.json``
+    (:data:`CHECKPOINT`, the last epoch's ``TrainState``); ``scores_fn(x) -> [B, C]``
+    is the rule's prediction (its first ``predict`` mode, e.g. FF's goodness) or the
+    model's output. ``None`` if the run left no state (``trainer.checkpoint_every=0``)
+    or a state of another shape (``trainer.seeds``: one batched state per job). The
+    state is the last epoch's, also where the table reports a best-validation epoch."""
+    path = os.path.join(os.path.dirname(run.path), CHECKPOINT)
+    if run.status != "ok" or not os.path.exists(path):
+        return None
+    import jax
+    from flax import serialization
+    from omegaconf import OmegaConf
+
+    from bp_alternatives.model import init_params, output
+    from bp_alternatives.train import build_data, build_model, build_rule
+
+    cfg = OmegaConf.create(run.config)
+    data = build_data(cfg)
+    model = build_model(cfg, data)
+    _, rule = build_rule(cfg, model)
+    with open(path, "rb") as f:
+        raw = serialization.msgpack_restore(f.read())
+    key = jax.random.PRNGKey(0)
+
+    def restore(template, state_dict):
+        tree = serialization.from_state_dict(template, state_dict)
+        shapes = [jax.numpy.shape(a) for a in jax.tree_util.tree_leaves(tree)]
+        if shapes != [jax.numpy.shape(a) for a in jax.tree_util.tree_leaves(template)]:
+            raise ValueError("shape mismatch")
+        return tree
+
+    try:
+        params = restore(init_params(model, key), raw["params"])
+        if rule.predict is None:
+            return data, jax.jit(lambda x: output(model, params, x))
+        state = restore(rule.init(key, params), raw["rule_state"])
+    except (KeyError, ValueError):
+        return None
+
+    def scores(x):
+        return next(iter(rule.predict(params, state, x).values()))
+
+    return data, jax.jit(scores)
+
+
+def _plot_boundaries(plt, by_row, column: str, out_dir: str, name: str) -> list[str]:
+    """One panel per row: the first seed's score margin (shading) and decision
+    boundary (solid), every other seed's boundary (dashed), the training points."""
+    import numpy as np
+    from matplotlib.colors import TwoSlopeNorm
+
+    panels = []
+    for label, runs in by_row.items():
+        restored = [
+            (run, p)
+            for run in sorted(runs, key=lambda r: str(r.seed))
+            if run.input_width == 2 and (p := restore_predictor(run)) is not None
+        ]
+        if restored:
+            panels.append((label, restored))
+    if not panels:
+        return []
+    n = len(panels)
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(4 * ncols, 3.6 * nrows),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, (label, restored) in zip(axes.flat, panels):
+        data = restored[0][1][0]
+        x, y = np.asarray(data.x_train), np.asarray(data.y_train)
+        pad = 0.25 * max(float(np.ptp(x[:, 0])), float(np.ptp(x[:, 1])), 1e-3)
+        g0 = np.linspace(x[:, 0].min() - pad, x[:, 0].max() + pad, 200)
+        g1 = np.linspace(x[:, 1].min() - pad, x[:, 1].max() + pad, 200)
+        xx, yy = np.meshgrid(g0, g1)
+        grid = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+        for i, (_, (_, scores_fn)) in enumerate(restored):
+            s = np.asarray(scores_fn(grid), np.float64)
+            if s.shape[-1] == 2:  # the margin: > 0 where class 1 wins
+                z = (s[:, 1] - s[:, 0]).reshape(xx.shape)
+                level = [0.0]
+            else:  # several classes: the predicted class
+                z = s.argmax(-1).reshape(xx.shape).astype(np.float64)
+                level = list(np.arange(s.shape[-1] - 1) + 0.5)
+            if i == 0:
+                if s.shape[-1] == 2 and z.min() < 0 < z.max():
+                    ax.contourf(
+                        xx,
+                        yy,
+                        z,
+                        levels=20,
+                        cmap="RdBu_r",
+                        norm=TwoSlopeNorm(0.0),
+                        alpha=0.6,
+                    )
+                else:
+                    ax.contourf(xx, yy, z, levels=20, cmap="RdBu_r", alpha=0.6)
+            if z.min() < min(level) or z.max() > max(level):
+                ax.contour(
+                    xx,
+                    yy,
+                    z,
+                    levels=level,
+                    colors="k",
+                    linewidths=1.5 if i == 0 else 0.8,
+                    linestyles="solid" if i == 0 else "dashed",
+                )
+        ax.scatter(x[:, 0], x[:, 1], c=y, cmap="RdBu_r", edgecolors="k", s=60, zorder=3)
+        seeds = ", ".join(str(r.seed) for r, _ in restored)
+        ax.set(title=f"{label} (seeds {seeds})", xlabel="x1", ylabel="x2")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(
+        f"{column}: decision boundary (solid: seed "
+        f"{panels[0][1][0][0].seed}'s, shaded by its margin; dashed: others)"
+    )
+    paths = _save(fig, out_dir, name)
+    plt.close(fig)
     return paths
 
 
@@ -684,16 +856,23 @@ def _plot_curves(plt, by_row, column: str, out_dir: str, name: str) -> list[str]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for i, (label, runs) in enumerate(by_row.items()):
         color = f"C{i % 10}"
+        diverged = [r for r in runs if r.status == "diverged"]
+        legend = f"{label} ({len(runs)})"
+        if diverged:  # its last epoch holds no finite loss: say so in the legend
+            legend += f", {len(diverged)} diverged"
         for ax, key, scale in (
             (axes[0], "test_accuracy", True),
             (axes[1], "train_loss", False),
         ):
             ep, mean, lo, hi = _series(runs, key)
             if not ep:
+                if ax is axes[0]:  # keep the row in the legend
+                    ax.plot([], [], color=color, label=legend)
                 continue
             if scale:  # accuracy -> error (%)
                 mean, lo, hi = ([100 * (1 - v) for v in s] for s in (mean, hi, lo))
-            ax.plot(ep, mean, color=color, label=f"{label} ({len(runs)})")
+            marker = "o" if len(ep) == 1 else None  # a one-epoch series is a point
+            ax.plot(ep, mean, color=color, label=legend, marker=marker)
             ax.fill_between(ep, lo, hi, color=color, alpha=0.2, linewidth=0)
     axes[0].set(xlabel="epoch", ylabel="test error (%)", title=column)
     axes[1].set(xlabel="epoch", ylabel="train loss", title=column)
@@ -720,6 +899,7 @@ def _plot_stages(
         figsize=(4 * ncols, 3.2 * nrows),
         squeeze=False,
         layout="constrained",
+        sharey=log,  # gradient norms: one scale, so rows compare at a glance
     )
     for ax, (label, runs) in zip(axes.flat, with_key.items()):
         for s in range(_num_stages(runs, key)):
@@ -799,6 +979,18 @@ def log_to_wandb(
 # -------------------------------------------------------------------------------- CLI
 
 
+def write_outputs(
+    runs: Sequence[RunRecord], table: Table, out_dir: str, plots: bool = True
+) -> list[str]:
+    """Write ``table.{md,tex,csv}`` and (``plots``) the plots into ``out_dir``;
+    return the plot paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    for fmt, fn in FORMATS.items():
+        with open(os.path.join(out_dir, f"table.{SUFFIX[fmt]}"), "w") as f:
+            f.write(fn(table))
+    return plot_all(runs, out_dir, table) if plots else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m experiments.compare DIR [DIR ...] [--format md|latex|csv]
     [--out FILE] [--plots-dir DIR | --no-plots] [--extras ...] [--wandb MODE]``."""
@@ -851,11 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, end="")
 
     out_dir = args.plots_dir or os.path.join(args.dirs[0], "compare")
-    os.makedirs(out_dir, exist_ok=True)
-    for fmt, fn in FORMATS.items():
-        with open(os.path.join(out_dir, f"table.{SUFFIX[fmt]}"), "w") as f:
-            f.write(fn(table))
-    plots = [] if args.no_plots else plot_all(runs, out_dir, table)
+    plots = write_outputs(runs, table, out_dir, plots=not args.no_plots)
     counts = {s: sum(r.status == s for r in runs) for s in STATUSES}
     print(
         f"\n{len(runs)} runs ({counts['ok']} ok, {counts['diverged']} diverged, "

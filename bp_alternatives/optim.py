@@ -2,16 +2,80 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+
+
+def step_boundaries(
+    decay_epochs: Sequence[int] | None,
+    decay_steps: Sequence[int] | None,
+    steps_per_epoch: int | None,
+) -> list[int]:
+    """The optimizer steps at which ``schedule=step`` multiplies the rate.
+
+    ``decay_epochs: [50, 75]`` means: epochs 1-50 at ``lr``, 51-75 at ``lr * f``, 76-
+    at ``lr * f^2`` (PyTorch's ``MultiStepLR(milestones=[50, 75])`` stepped once per
+    epoch), i.e. boundaries at steps ``50 * steps_per_epoch`` and ``75 * ...``.
+    ``decay_steps`` gives the boundaries in optimizer steps directly.
+    """
+    if (decay_epochs is None) == (decay_steps is None):
+        raise ValueError(
+            "schedule=step needs exactly one of optim.decay_epochs (boundaries in "
+            "epochs) or optim.decay_steps (in optimizer steps)"
+        )
+    if decay_epochs is not None:
+        if not steps_per_epoch or steps_per_epoch < 1:
+            raise ValueError(
+                "optim.decay_epochs needs the number of steps per epoch "
+                f"(steps_per_epoch={steps_per_epoch}); give optim.decay_steps instead"
+            )
+        bounds = [int(e) * int(steps_per_epoch) for e in decay_epochs]
+        what = "optim.decay_epochs"
+    else:
+        bounds = [int(s) for s in decay_steps]
+        what = "optim.decay_steps"
+    if any(b < 1 for b in bounds) or bounds != sorted(set(bounds)):
+        raise ValueError(
+            f"{what} must be positive and strictly increasing, got "
+            f"{list(decay_epochs if decay_epochs is not None else decay_steps)}"
+        )
+    return bounds
 
 
 def make_schedule(
-    lr: float, schedule: str, total_steps: int, warmup_steps: int = 0
+    lr: float,
+    schedule: str,
+    total_steps: int,
+    warmup_steps: int = 0,
+    *,
+    decay_epochs: Sequence[int] | None = None,
+    decay_steps: Sequence[int] | None = None,
+    decay_factor: float = 0.1,
+    steps_per_epoch: int | None = None,
 ) -> optax.Schedule:
-    """A learning-rate schedule by name."""
+    """A learning-rate schedule by name.
+
+    ``step``: piecewise constant, ``lr * decay_factor ** k`` where ``k`` is the number
+    of boundaries (:func:`step_boundaries`) at or below the step count (the count of
+    updates already applied, 0 for the first).
+    """
+    if schedule == "step":
+        if not decay_factor > 0:
+            raise ValueError(f"optim.decay_factor must be positive, got {decay_factor}")
+        bounds = jnp.asarray(
+            step_boundaries(decay_epochs, decay_steps, steps_per_epoch), jnp.int32
+        )
+
+        def step_schedule(count):
+            k = jnp.sum(count >= bounds)
+            return lr * jnp.asarray(decay_factor, jnp.float32) ** k
+
+        return step_schedule
     if schedule == "constant":
         return optax.constant_schedule(lr)
     if schedule == "cosine":
@@ -42,6 +106,10 @@ def make_optimizer(
     clip_norm: float | None = None,
     schedule: str = "constant",
     warmup_steps: int = 0,
+    decay_epochs: Sequence[int] | None = None,
+    decay_steps: Sequence[int] | None = None,
+    decay_factor: float = 0.1,
+    steps_per_epoch: int | None = None,
 ) -> optax.GradientTransformation:
     """Build the optimizer that applies every rule's direction.
 
@@ -49,10 +117,22 @@ def make_optimizer(
     exploding gradients). For ``sgd`` and ``adam``, ``weight_decay`` is added to the
     direction *before* the learning-rate scaling (L2 regularisation); chaining it after
     the scaling is a known bug in public code. ``adamw`` applies decoupled decay.
+    ``schedule="step"`` with ``decay_epochs`` (needs ``steps_per_epoch``) or
+    ``decay_steps`` and ``decay_factor``: the rate is multiplied by ``decay_factor``
+    at each boundary (``lr / 10`` at epochs 50 and 75: ``decay_epochs=[50, 75]``).
     """
     if lr <= 0:
         raise ValueError(f"optim.lr must be positive, got {lr}")
-    sched = make_schedule(lr, schedule, total_steps, warmup_steps)
+    sched = make_schedule(
+        lr,
+        schedule,
+        total_steps,
+        warmup_steps,
+        decay_epochs=decay_epochs,
+        decay_steps=decay_steps,
+        decay_factor=decay_factor,
+        steps_per_epoch=steps_per_epoch,
+    )
     chain = []
     if clip_norm is not None:
         chain.append(optax.clip_by_global_norm(clip_norm))

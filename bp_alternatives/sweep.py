@@ -9,8 +9,10 @@ and traceback, and the job returns normally so the launcher goes on with the oth
 
 Each job appends one JSON line to ``<sweep dir>/sweep_summary.jsonl``; the
 ``SweepSummary`` Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``) turns
-those lines into ``<sweep dir>/sweep_summary.md`` when the sweep ends, prints which
-jobs failed and why, and exits with status 1 if any did.
+those lines into ``<sweep dir>/sweep_summary.md`` when the sweep ends, prints the
+comparison table of the sweep (``bp_alternatives.compare``; tables and plots in
+``<sweep dir>/compare/``), prints which jobs failed and why, and exits with status 1
+if any did.
 """
 
 from __future__ import annotations
@@ -223,15 +225,63 @@ def summarise(sweep_dir: str) -> tuple[str, list[dict[str, Any]]]:
     return head, bad
 
 
+COMPARE_DIR = "compare"
+PLOT_KINDS = ("learning_curves", "alignment", "grad_norm", "decision_boundary")
+
+
+def compare_sweep(sweep_dir: str, plots: bool = True) -> str | None:
+    """The comparison table of a sweep (``bp_alternatives.compare``): print it as
+    Markdown, write ``table.{md,tex,csv}`` and the plots into ``<sweep dir>/compare/``
+    and say where; return the Markdown, or ``None`` when there is nothing to compare.
+    Never raises: a sweep's results are not lost to a plotting error."""
+    from bp_alternatives import compare
+
+    try:
+        runs = compare.load_runs([sweep_dir])
+        table = compare.build_table(runs)
+        text = compare.to_markdown(table)
+        print(f"\n{text}")
+        for message in compare.duplicate_seeds(table):
+            print(f"compare: warning: {message}", file=sys.stderr)
+        out_dir = os.path.join(sweep_dir, COMPARE_DIR)
+        paths = compare.write_outputs(runs, table, out_dir, plots=plots)
+    except Exception as e:  # CompareError (nothing to read), matplotlib, ...
+        print(f"compare: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    names = [os.path.basename(p) for p in paths]
+    kinds = [k for k in PLOT_KINDS if any(n.startswith(f"{k}_") for n in names)]
+    what = (
+        f"tables and {len(paths)} plot files ({', '.join(kinds)})"
+        if paths
+        else "tables"
+    )
+    print(
+        f"compare: {what} in {out_dir}/ "
+        f"(again, or with other sweeps: python -m experiments.compare {sweep_dir})"
+    )
+    return text
+
+
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a sweep, write and print its summary; exit 1 if
-    a job failed (after every job has run)."""
+    """Hydra callback: at the end of a sweep, write and print its summary and (unless
+    ``compare=False``) its comparison table and plots (:func:`compare_sweep`); exit 1
+    if a job failed (after every job has run).
+
+    Options (``hydra.callbacks.sweep_summary.<option>=...``): ``compare`` (the table
+    and plots; ``false``: the summary only), ``plots`` (``false``: tables only).
+    """
+
+    def __init__(self, compare: bool = True, plots: bool = True) -> None:
+        self.compare = compare
+        self.plots = plots
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = os.path.abspath(str(config.hydra.sweep.dir))
         if not os.path.isdir(sweep_dir):
             return
         head, bad = summarise(sweep_dir)
+        if self.compare:
+            compare_sweep(sweep_dir, plots=self.plots)
         print(f"sweep: {head} -> {os.path.join(sweep_dir, SUMMARY_MD)}")
         for r in bad:
             print(f"  {r['status'].upper()} {r['dir']}: {r.get('error')}")

@@ -50,7 +50,11 @@ def build_rule(cfg: DictConfig, model: Model):
 
 def build_optimizer(cfg: DictConfig, total_steps: int):
     name, kwargs = _split_name(cfg.optim)
-    return make_optimizer(name, total_steps=total_steps, **kwargs)
+    # total_steps = steps per epoch * trainer.epochs (schedule=step's decay_epochs)
+    steps_per_epoch = max(total_steps // max(int(cfg.trainer.epochs), 1), 1)
+    return make_optimizer(
+        name, total_steps=total_steps, steps_per_epoch=steps_per_epoch, **kwargs
+    )
 
 
 def build_writer(cfg: DictConfig, out_dir: str, run_name: str) -> MetricWriter:
@@ -212,6 +216,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
                 "batch_size": batch_size,
                 "optimizer": OmegaConf.to_container(cfg.optim, resolve=True),
                 "final": out["final"],
+                "selected": out["selected"],
                 "history": out["history"],
                 "examples_per_second": out["examples_per_second"],
                 "seeds_in_program": out["seeds_in_program"],
