@@ -741,12 +741,12 @@ def restore_predictor(run: RunRecord):
     from omegaconf import OmegaConf
 
     from bp_alternatives.model import init_params, output
-    from bp_alternatives.train import build_data, build_model, build_rule
+    from bp_alternatives.train import build_data, build_model, build_rule, run_steps
 
     cfg = OmegaConf.create(run.config)
     data = build_data(cfg)
     model = build_model(cfg, data)
-    _, rule = build_rule(cfg, model)
+    _, rule = build_rule(cfg, model, *run_steps(cfg, data))
     with open(path, "rb") as f:
         raw = serialization.msgpack_restore(f.read())
     key = jax.random.PRNGKey(0)

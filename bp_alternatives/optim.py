@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "linear_cooldown")
 
 
 def step_boundaries(
@@ -63,7 +63,28 @@ def make_schedule(
     ``step``: piecewise constant, ``lr * decay_factor ** k`` where ``k`` is the number
     of boundaries (:func:`step_boundaries`) at or below the step count (the count of
     updates already applied, 0 for the first).
+
+    ``linear_cooldown``: the forward-forward codes' epoch-wise cool-down over the
+    second half of training (Hinton's FF code; loeweX's ``get_linear_cooldown_lr``):
+    with ``E = total_steps // steps_per_epoch`` epochs and ``e`` the 0-based epoch,
+    ``lr`` while ``e <= E // 2``, then ``lr * 2 * (1 + E - e) / E`` (down to
+    ``lr * 4 / E`` in the last epoch).
     """
+    if schedule == "linear_cooldown":
+        if not steps_per_epoch or steps_per_epoch < 1:
+            raise ValueError(
+                "schedule=linear_cooldown needs the number of steps per epoch "
+                f"(steps_per_epoch={steps_per_epoch})"
+            )
+        spe = int(steps_per_epoch)
+        n_epochs = max(int(total_steps) // spe, 1)
+
+        def cooldown_schedule(count):
+            e = count // spe
+            late = lr * 2.0 * (1 + n_epochs - e) / n_epochs
+            return jnp.where(e > n_epochs // 2, late, lr).astype(jnp.float32)
+
+        return cooldown_schedule
     if schedule == "step":
         if not decay_factor > 0:
             raise ValueError(f"optim.decay_factor must be positive, got {decay_factor}")

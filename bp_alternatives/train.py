@@ -43,8 +43,25 @@ def build_model(cfg: DictConfig, data: Dataset) -> Model:
     return factory(input_shape=data.input_shape, num_outputs=data.num_classes, **c)
 
 
-def build_rule(cfg: DictConfig, model: Model):
+def run_steps(cfg: DictConfig, data: Dataset) -> tuple[int, int]:
+    """(total optimizer steps, steps per epoch) of a run: full batches per epoch."""
+    steps = len(data.x_train) // int(cfg.trainer.batch_size)
+    return max(steps * int(cfg.trainer.epochs), 1), max(steps, 1)
+
+
+def build_rule(
+    cfg: DictConfig,
+    model: Model,
+    total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+):
     name, kwargs = _split_name(cfg.rule)
+    ro = kwargs.get("readout_optim")
+    if isinstance(ro, dict) and total_steps is not None:
+        # a rule's own optimizer (ff's read-out) follows the run's step count, so
+        # its schedule (e.g. linear_cooldown) spans the same epochs as optim's
+        ro.setdefault("total_steps", total_steps)
+        ro.setdefault("steps_per_epoch", steps_per_epoch)
     return name, get_rule(name)(model, get_loss(cfg.loss), **kwargs)
 
 
@@ -176,11 +193,11 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
     _enable_compilation_cache(cfg.trainer.get("compilation_cache_dir"))
     data = build_data(cfg)
     model = build_model(cfg, data)
-    rule_name, rule = build_rule(cfg, model)
     batch_size = int(cfg.trainer.batch_size)
     epochs = int(cfg.trainer.epochs)
-    steps = len(data.x_train) // batch_size
-    optimizer = build_optimizer(cfg, total_steps=max(steps * epochs, 1))
+    total_steps, steps_per_epoch = run_steps(cfg, data)
+    rule_name, rule = build_rule(cfg, model, total_steps, steps_per_epoch)
+    optimizer = build_optimizer(cfg, total_steps=total_steps)
     writers = []
     for c, d in zip(seed_cfgs, seed_dirs):
         name = c.get("run_name") or f"{rule_name}-{data.name}-seed{c.seed}"

@@ -32,7 +32,7 @@ from bp_alternatives.data_files import DatasetNotFoundError
 from bp_alternatives.optim import make_optimizer, make_schedule
 from bp_alternatives.rules import RULES
 from bp_alternatives.train import build_data, build_optimizer, run
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, compose_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
@@ -127,8 +127,11 @@ def test_experiment_composes_and_names_its_command_runtime_result(name):
 def test_sweep_grids_of_the_comparisons():
     six = ["bp", "manual_bp", "fa", "dfa", "ff", "sg"]
     assert sorted(RULES) == sorted(six)
-    for name in ("compare_digits", "compare_fashion_mnist"):
-        assert sweep_params(name) == {"rule": six, "seed": ["0", "1", "2"]}
+    assert sweep_params("compare_digits") == {"rule": six, "seed": ["0", "1", "2"]}
+    # Fashion-MNIST: the 3 seeds of a rule train together in one program (vmap)
+    assert sweep_params("compare_fashion_mnist") == {"rule": six}
+    cfg = compose_cfg(["experiment=compare_fashion_mnist"])
+    assert list(cfg.trainer.seeds) == [0, 1, 2] and cfg.trainer.epochs == 10
     assert sweep_params("xor")["rule"] == ["bp", "manual_bp", "fa", "dfa", "sg"]
     assert sweep_params("vanishing_gradients") == {
         "model.activation": ["sigmoid", "tanh", "relu"]
@@ -209,6 +212,73 @@ def test_step_schedule_through_the_config(tmp_path):
         steps.append(-float(u))
     assert steps[99] == pytest.approx(1e-3) and steps[100] == pytest.approx(1e-4)
     assert steps[149] == pytest.approx(1e-4) and steps[150] == pytest.approx(1e-5)
+
+
+def test_linear_cooldown_follows_the_ff_codes_epoch_formula():
+    """loeweX's get_linear_cooldown_lr (0-based epoch e, E epochs): lr while
+    e <= E // 2, then lr * 2 * (1 + E - e) / E."""
+    spe, n_epochs = 3, 10
+    sched = make_schedule(2.0, "linear_cooldown", spe * n_epochs, steps_per_epoch=spe)
+    per_epoch = [
+        float(sched(jnp.int32(e * spe + r))) for e in range(10) for r in (0, 2)
+    ]
+    want = [2.0 if e <= 5 else 2.0 * 2 * (1 + 10 - e) / 10 for e in range(10)]
+    assert per_epoch == pytest.approx([w for w in want for _ in (0, 2)], rel=1e-6)
+    assert want[6:] == pytest.approx([2.0, 1.6, 1.2, 0.8])
+    with pytest.raises(ValueError, match="steps per epoch"):
+        make_optimizer("sgd", 0.1, total_steps=10, schedule="linear_cooldown")
+
+
+def _sgd_lrs(opt, n):
+    p = jnp.zeros(())
+    st = opt.init(p)
+    lrs = []
+    for _ in range(n):
+        u, st = opt.update(jnp.ones(()), st, p)
+        lrs.append(-float(u))
+    return lrs
+
+
+def test_linear_cooldown_reaches_the_ff_readout_too(tmp_path, monkeypatch):
+    """optim.schedule and rule.readout_optim.schedule=linear_cooldown both span the
+    run's epochs: the read-out's optimizer gets the run's step counts."""
+    import bp_alternatives.rules._forward_forward as ff_module
+    from bp_alternatives.train import build_model, build_rule
+
+    built = []
+
+    def spy(*args, **kwargs):
+        built.append(make_optimizer(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(ff_module, "make_optimizer", spy)
+    cfg = job_cfg(
+        tmp_path,
+        "rule=ff",
+        "model.activation=relu",
+        "optim=sgd",
+        "optim.schedule=linear_cooldown",
+        "trainer.epochs=10",
+        "+rule.readout_optim.schedule=linear_cooldown",
+        "rule.readout_optim.momentum=0.0",
+        "rule.readout_optim.weight_decay=0.0",
+    )
+    validate_config(cfg)
+    data = build_data(cfg)
+    steps = len(data.x_train) // int(cfg.trainer.batch_size)
+    n = 10 * steps
+    build_rule(cfg, build_model(cfg, data), total_steps=n, steps_per_epoch=steps)
+    for opt, lr in (
+        (build_optimizer(cfg, total_steps=n), float(cfg.optim.lr)),
+        (built[0], float(cfg.rule.readout_optim.lr)),
+    ):
+        lrs = _sgd_lrs(opt, n)
+        # E=10 (0-based e): lr through epoch 6 (factor 2*5/10 = 1 at e=6), then
+        # 0.8, 0.6, 0.4 at the starts of epochs 7, 8, 9
+        assert lrs[7 * steps - 1] == pytest.approx(lr)
+        assert [lrs[e * steps] / lr for e in (7, 8, 9)] == pytest.approx(
+            [0.8, 0.6, 0.4]
+        )
 
 
 @pytest.mark.parametrize(
@@ -413,13 +483,21 @@ def test_experiment_runs_one_tiny_epoch(tmp_path, name):
             cfg.data.test_subset = 256
         cfg.trainer.batch_size = min(int(cfg.trainer.batch_size), 128)
     _data_or_skip(cfg)
-    res = run(cfg)
-    assert res["status"] in ("ok", "diverged")
-    assert len(res["history"]) == 1
-    with open(tmp_path / "results.json") as f:
-        assert json.load(f)["config"].get("paper") == OmegaConf.to_container(
-            cfg, resolve=True
-        ).get("paper")
+    out = run(cfg)
+    seeds = cfg.trainer.get("seeds")
+    # trainer.seeds: one program, one results.json per seed under seed=<s>/
+    runs = (
+        list(zip(out, [tmp_path / f"seed={s}" for s in seeds]))
+        if seeds
+        else [(out, tmp_path)]
+    )
+    for res, d in runs:
+        assert res["status"] in ("ok", "diverged")
+        assert len(res["history"]) == 1
+        with open(d / "results.json") as f:
+            assert json.load(f)["config"].get("paper") == OmegaConf.to_container(
+                cfg, resolve=True
+            ).get("paper")
 
 
 # --------------------------------------------------------------- the main job

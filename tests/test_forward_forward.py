@@ -487,7 +487,8 @@ def test_experiment_configs_build_the_rule(experiment):
         "mnist",
     )
     model = build_model(cfg, fake)
-    name, rule = build_rule(cfg, model)
+    # the run's step counts (50k // 100 per epoch) reach the read-out's cool-down
+    name, rule = build_rule(cfg, model, total_steps=500 * 60, steps_per_epoch=500)
     assert name == "ff" and model.num_stages == len(cfg.model.hidden) + 1
     params = jax.eval_shape(lambda k: init_params(model, k), jax.random.PRNGKey(0))
     state = jax.eval_shape(rule.init, jax.random.PRNGKey(0), params)
