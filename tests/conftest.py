@@ -8,10 +8,17 @@ import jax
 import jax.numpy as jnp
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import settings
 from omegaconf import DictConfig, open_dict
 
 import bp_alternatives.config  # noqa: F401  (registers the config schemas)
 from bp_alternatives.model import Params
+
+# Property tests draw the same examples on every run (CI must not flake on a lucky
+# draw); HYPOTHESIS_PROFILE=explore draws new ones on every run, to hunt for bugs.
+settings.register_profile("default", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 

