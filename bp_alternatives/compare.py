@@ -24,7 +24,7 @@ rule with a min-max band over seeds, the alignment angle per stage over epochs, 
 per-stage exact gradient norm over epochs on a log scale (the vanishing-gradient
 picture) and, for models with 2-D inputs (``data=xor``), the decision boundary of each
 row, drawn from the trained parameters the run left in its directory
-(``checkpoint_state.msgpack``, written at the last epoch when
+(``checkpoint.msgpack``, written at the last epoch when
 ``trainer.checkpoint_every > 0``).
 """
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RESULTS = "results.json"
-CHECKPOINT = "checkpoint_state.msgpack"  # the trainer's last state (TrainState)
+CHECKPOINT = "checkpoint.msgpack"  # the trainer's last state (TrainState)
 STATUSES = ("ok", "diverged", "failed")
 RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg")
 EXTRAS = ("examples_per_second", "alignment")
@@ -742,13 +742,13 @@ def restore_predictor(run: RunRecord):
 
     from bp_alternatives.model import init_params, output
     from bp_alternatives.train import build_data, build_model, build_rule, run_steps
+    from bp_alternatives.trainer import read_checkpoint
 
     cfg = OmegaConf.create(run.config)
     data = build_data(cfg)
     model = build_model(cfg, data)
     _, rule = build_rule(cfg, model, *run_steps(cfg, data))
-    with open(path, "rb") as f:
-        raw = serialization.msgpack_restore(f.read())
+    _, raw = read_checkpoint(path)
     key = jax.random.PRNGKey(0)
 
     def restore(template, state_dict):

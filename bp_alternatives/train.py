@@ -6,6 +6,7 @@ function, so tests call it directly with a composed config.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -120,7 +121,14 @@ def write_json(path: str, obj: Any) -> None:
 
 
 # Keys that may differ between a run and its resumption (they change no number).
-_VOLATILE = ("out_dir", "run_name", "trainer.progress", "logger")
+_VOLATILE = (
+    "out_dir",
+    "run_name",
+    "trainer.progress",
+    "trainer.checkpoint_every",
+    "trainer.compilation_cache_dir",
+    "logger",
+)
 
 
 def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
@@ -132,6 +140,12 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(p, {})
         node.pop(leaf, None)
     return c
+
+
+def config_tag(cfg: DictConfig) -> str:
+    """A short hash of the config's fingerprint: what a checkpoint is tagged with."""
+    blob = json.dumps(_fingerprint(cfg), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _finished(path: str, cfg: DictConfig) -> dict[str, Any] | None:
@@ -220,6 +234,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
             data_parallel=bool(cfg.trainer.get("data_parallel", False)),
             checkpoint_dir=out_dir,
             checkpoint_every=int(cfg.trainer.get("checkpoint_every", 0)),
+            checkpoint_tag=config_tag(cfg),
         )
         all_results = []
         for c, d, out, w in zip(seed_cfgs, seed_dirs, outs, writers):

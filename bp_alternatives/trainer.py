@@ -208,20 +208,30 @@ def _fmt(v) -> str:
     return "nan" if v is None else f"{v:.4f}"
 
 
+class CheckpointMismatchError(ValueError):
+    """The checkpoint in a run directory belongs to a different configuration."""
+
+
 class Checkpointer:
     """Atomic checkpoints of the training state and history in ``directory``.
 
-    ``state.msgpack`` holds the (possibly seed-batched) ``TrainState`` serialised with
-    ``flax.serialization``; ``checkpoint.json`` the epoch, histories and statuses. Both
-    are written to a temp file and renamed, the JSON last, so a run killed at any
-    moment leaves either the previous checkpoint or the new one, never half of one.
+    One file, ``checkpoint.msgpack``, written to a temp file and renamed: an 8-byte
+    length, the JSON metadata (epoch, histories, statuses, ``tag``), then the (possibly
+    seed-batched) ``TrainState`` serialised with ``flax.serialization``. A run killed
+    at any moment leaves either the previous checkpoint or the new one, never the
+    state of one epoch beside the history of another. ``checkpoint.json`` beside it
+    is a human-readable copy of the metadata, never read back.
+    ``tag`` identifies the configuration (train.py: a hash of the resolved config);
+    loading a checkpoint written under another tag raises
+    :class:`CheckpointMismatchError` instead of silently continuing someone else's run.
     Randomness needs no saving: every key is ``fold_in(key, epoch or step)``.
     """
 
-    def __init__(self, directory: str, every: int):
+    def __init__(self, directory: str, every: int, tag: str | None = None):
         self.directory = directory
         self.every = every
-        self.state_path = os.path.join(directory, "checkpoint_state.msgpack")
+        self.tag = tag
+        self.path = os.path.join(directory, "checkpoint.msgpack")
         self.meta_path = os.path.join(directory, "checkpoint.json")
 
     def due(self, epoch: int, last: bool) -> bool:
@@ -229,18 +239,34 @@ class Checkpointer:
 
     def save(self, state, meta: dict[str, Any]) -> None:
         os.makedirs(self.directory, exist_ok=True)
+        head = json.dumps({**meta, "tag": self.tag}).encode()
         blob = serialization.to_bytes(jax.device_get(state))
-        _atomic_write(self.state_path, blob)
-        _atomic_write(self.meta_path, json.dumps(meta).encode())
+        _atomic_write(self.path, len(head).to_bytes(8, "little") + head + blob)
+        _atomic_write(self.meta_path, head)  # for people; load() never reads it
 
     def load(self, template) -> tuple[Any, dict[str, Any]] | None:
-        if not os.path.exists(self.meta_path):
+        if not os.path.exists(self.path):
             return None
-        with open(self.meta_path) as f:
-            meta = json.load(f)
-        with open(self.state_path, "rb") as f:
-            state = serialization.from_bytes(jax.device_get(template), f.read())
+        with open(self.path, "rb") as f:
+            raw = f.read()
+        n = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + n])
+        if meta.get("tag") != self.tag:
+            raise CheckpointMismatchError(
+                f"{self.path} is a checkpoint of a different configuration (tag "
+                f"{meta.get('tag')!r}, this run {self.tag!r}); use another output "
+                "directory (hydra.run.dir=... or hydra.sweep.dir=...) or delete it"
+            )
+        state = serialization.from_bytes(jax.device_get(template), raw[8 + n :])
         return state, meta
+
+
+def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, raw state dict) of a checkpoint file, without a template."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + n]), serialization.msgpack_restore(raw[8 + n :])
 
 
 def _atomic_write(path: str, data: bytes) -> None:
@@ -313,7 +339,8 @@ def fit_seeds(
     ``progress``, ``data_parallel`` (shard each batch over all local devices with a
     ``Mesh`` + ``NamedSharding``; params replicated, so XLA all-reduces the
     gradients), ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last
-    checkpoint in ``checkpoint_dir`` if there is one).
+    checkpoint in ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a
+    checkpoint written under another tag is refused: :class:`Checkpointer`).
     """
     return _fit(
         model,
@@ -348,6 +375,7 @@ def _fit(
     data_parallel: bool = False,
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
+    checkpoint_tag: str | None = None,
 ) -> list[dict[str, Any]]:
     start = time.perf_counter()
     num_seeds = len(keys)
@@ -402,7 +430,11 @@ def _fit(
     histories: list[list[dict[str, Any]]] = [[] for _ in keys]
     diverged: list[int | None] = [None] * num_seeds
     steady_time, steady_examples, first_epoch = 0.0, 0, 1
-    ckpt = Checkpointer(checkpoint_dir, checkpoint_every) if checkpoint_dir else None
+    ckpt = (
+        Checkpointer(checkpoint_dir, checkpoint_every, checkpoint_tag)
+        if checkpoint_dir
+        else None
+    )
     if ckpt:
         restored = ckpt.load(state)
         if restored is not None:
@@ -411,6 +443,11 @@ def _fit(
             histories, diverged = meta["histories"], meta["diverged"]
             first_epoch = meta["epoch"] + 1
             print(f"resuming from the checkpoint of epoch {meta['epoch']}")
+            # the writers start empty: replay the restored epochs so metrics.csv and
+            # a W&B run hold the whole history, not only the epochs after the resume
+            for s, history in enumerate(histories):
+                for entry in history:
+                    writers[s].write_scalars(entry["epoch"], _flat_scalars(entry))
     steps = n // batch_size
     bar = Progress(epochs) if progress else None
     for epoch in range(first_epoch, epochs + 1):

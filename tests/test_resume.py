@@ -9,9 +9,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from bp_alternatives.train import run
+from bp_alternatives.trainer import (
+    Checkpointer,
+    CheckpointMismatchError,
+    read_checkpoint,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CMD = [
@@ -21,6 +27,7 @@ CMD = [
     "trainer.epochs=40",
     "trainer.checkpoint_every=1",
     "trainer.progress=false",
+    "logger=csv",
 ]
 
 
@@ -42,15 +49,14 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
             stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 300
-        while not (killed / "checkpoint.json").exists():
+        while not (killed / "checkpoint.msgpack").exists():
             assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-2000:]
             assert time.time() < deadline
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not (killed / "results.json").exists(), "run ended before it was killed"
-    with open(killed / "checkpoint.json") as f:
-        killed_at = json.load(f)["epoch"]
+    killed_at = read_checkpoint(str(killed / "checkpoint.msgpack"))[0]["epoch"]
     assert killed_at < 40
     resumed = subprocess.run(
         [*CMD, f"hydra.run.dir={killed}"],
@@ -70,6 +76,49 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     )
     with open(killed / "results.json") as f1, open(clean / "results.json") as f2:
         assert _numbers(json.load(f1)) == _numbers(json.load(f2))
+    # metrics.csv holds every epoch, those before the kill replayed on resume
+    rows = (killed / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 41))
+
+
+def test_checkpoint_of_another_config_is_refused(cfg_factory, tmp_path, capsys):
+    """An interrupted run's checkpoint is never continued under another config."""
+    cfg = cfg_factory("model.hidden=[16]", "trainer.epochs=2")
+    run(cfg)
+    os.remove(tmp_path / "results.json")  # as if killed after its last checkpoint
+    with pytest.raises(CheckpointMismatchError, match="different configuration"):
+        run(cfg_factory("model.hidden=[16]", "trainer.epochs=2", "optim.lr=0.5"))
+    # settings that change no number (checkpoint_every) resume the same checkpoint
+    res = run(
+        cfg_factory(
+            "model.hidden=[16]", "trainer.epochs=2", "trainer.checkpoint_every=1"
+        )
+    )
+    assert "resuming from the checkpoint of epoch 2" in capsys.readouterr().out
+    assert [e["epoch"] for e in res["history"]] == [1, 2]
+
+
+def test_checkpoint_epoch_and_state_are_one_file(tmp_path, monkeypatch):
+    """Killed between writing the state and the readable copy: load() still returns
+    the new state with its own epoch, never one epoch's state with another's."""
+    import bp_alternatives.trainer as trainer_mod
+
+    ck = Checkpointer(str(tmp_path), every=1, tag="a")
+    ck.save({"w": np.zeros(2)}, {"epoch": 1})
+    real = trainer_mod._atomic_write
+
+    def die_on_the_json(path, data):
+        if path.endswith(".json"):
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(trainer_mod, "_atomic_write", die_on_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save({"w": np.ones(2)}, {"epoch": 2})
+    state, meta = ck.load({"w": np.zeros(2)})
+    assert meta["epoch"] == 2 and state["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(CheckpointMismatchError):
+        Checkpointer(str(tmp_path), every=1, tag="b").load({"w": np.zeros(2)})
 
 
 def test_finished_run_is_not_retrained(cfg_factory, tmp_path, capsys):
