@@ -57,12 +57,15 @@ def build_rule(
     steps_per_epoch: int | None = None,
 ):
     name, kwargs = _split_name(cfg.rule)
-    ro = kwargs.get("readout_optim")
-    if isinstance(ro, dict) and total_steps is not None:
-        # a rule's own optimizer (ff's read-out) follows the run's step count, so
-        # its schedule (e.g. linear_cooldown) spans the same epochs as optim's
-        ro.setdefault("total_steps", total_steps)
-        ro.setdefault("steps_per_epoch", steps_per_epoch)
+    for key in ("readout_optim", "kp_optim"):
+        o = kwargs.get(key)
+        if isinstance(o, dict) and total_steps is not None:
+            # a rule's own optimizer (ff's read-out, kp's B) follows the run's step
+            # count, so its schedule (e.g. linear_cooldown) spans the same epochs
+            o.setdefault("total_steps", total_steps)
+            o.setdefault("steps_per_epoch", steps_per_epoch)
+    if name == "fa" and kwargs.get("feedback") != "kp":
+        kwargs.pop("kp_optim", None)  # only kp reads it
     return name, get_rule(name)(model, get_loss(cfg.loss), **kwargs)
 
 

@@ -279,6 +279,38 @@ def test_kolen_pollack_B_and_W_converge_under_matching_sgd_and_decay():
     assert (wa[-1, 1:] < wa[0, 1:] - 30).all(), (wa[0], wa[-1])
 
 
+def test_kolen_pollack_runs_the_runs_own_optimizer_on_B(tmp_path):
+    """rule=fa rule.feedback=kp optim=adamw: configs/rule/fa.yaml hands the run's
+    optimizer to the rule (kp_optim: ${optim}), so B gets W's Adam step and its own
+    decoupled decay: W - B = (1 - lr*wd)^t (W_0 - B_0) exactly, while B moves far."""
+    from bp_alternatives.train import build_optimizer, build_rule
+    from tests.conftest import compose_cfg
+
+    lr, wd, steps = 1e-2, 0.5, 60
+    cfg = compose_cfg(
+        [
+            "rule=fa",
+            "rule.feedback=kp",
+            "optim=adamw",
+            f"optim.lr={lr}",
+            f"optim.weight_decay={wd}",
+        ]
+    )
+    assert cfg.rule.kp_optim.name == "adamw" and cfg.rule.kp_optim.lr == lr
+    model = mlp((6,), 3, hidden=(8, 8))  # sized for train_steps' toy blobs
+    _, rule = build_rule(cfg, model, total_steps=steps, steps_per_epoch=steps)
+    optimizer = build_optimizer(cfg, total_steps=steps)
+    start, final, metrics = train_steps(model, rule, optimizer, steps=steps)
+    for l in (1, 2):
+        diff0 = start.params[l]["kernel"] - start.rule_state.B[l - 1]
+        diff = final.params[l]["kernel"] - final.rule_state.B[l - 1]
+        np.testing.assert_allclose(diff, (1 - lr * wd) ** steps * diff0, atol=2e-6)
+        moved = final.rule_state.B[l - 1] - start.rule_state.B[l - 1]
+        assert float(jnp.linalg.norm(moved)) > 0.5 * float(jnp.linalg.norm(diff0))
+    wa = np.asarray(metrics["weight_alignment_deg"])
+    assert (wa[-1, 1:] < wa[0, 1:] - 10).all(), (wa[0], wa[-1])
+
+
 def test_stage_zero_has_no_feedback_and_one_stage_model_is_bp():
     with jax.enable_x64(True):
         model = mlp((4,), 3, hidden=(), activation="tanh")

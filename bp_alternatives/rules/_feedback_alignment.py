@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from bp_alternatives.diagnostics import angle_deg
 from bp_alternatives.initializers import get_initializer
 from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Stage, apply_linear, init_params
+from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
 
 FEEDBACKS = ("random", "usf", "brsf", "frsf", "kp", "symmetric")
@@ -51,11 +53,14 @@ class FeedbackAlignmentState(NamedTuple):
     ``B``: the feedback kernels for ``random`` and ``kp`` (shaped like each kernel).
     ``R``: the fixed random magnitudes for ``frsf``. Empty tuples otherwise (``usf``,
     ``brsf`` and ``symmetric`` derive ``B`` from ``W`` and the step key each step).
-    Never optimizer params: the optimizer and its weight decay never see them.
+    ``kp_opt``: for ``kp`` with ``kp_optim``, the state of B's own copy of the run's
+    optimizer. Never optimizer params: the run's optimizer and its weight decay never
+    see them.
     """
 
     B: tuple[jax.Array, ...]
     R: tuple[jax.Array, ...]
+    kp_opt: Any = ()
 
 
 def _nonlinear(stage: Stage) -> Callable[[jax.Array], jax.Array]:
@@ -103,6 +108,7 @@ def fa(
     scale: float = 1.0,
     kp_lr: float = 0.1,
     kp_weight_decay: float = 1e-3,
+    kp_optim: Mapping[str, Any] | optax.GradientTransformation | None = None,
 ) -> LearningRule:
     """Feedback alignment: true local gradients, random feedback for the signal.
 
@@ -116,17 +122,20 @@ def fa(
         initialiser as the stage's own kernel.
       init_std: std for ``init=normal``.
       scale: multiplies ``B`` (and ``R``, and the ``usf`` magnitude).
-      kp_lr, kp_weight_decay: Kolen-Pollack's update of the feedback kernels,
-        ``B <- B - kp_lr * dW - kp_weight_decay * B``, where ``dW`` is the same local
-        gradient the rule returns for ``W``. The optimizer only ever sees ``params``,
-        so the rule applies this plain-SGD step to ``B`` itself. ``B`` gets exactly
-        ``W``'s update under ``optim=sgd`` with learning rate ``lr`` and
-        ``weight_decay=wd`` (L2 added before the lr scaling) when ``kp_lr=lr`` and
-        ``kp_weight_decay=lr*wd``: then ``W - B`` shrinks by ``(1 - lr*wd)`` every
-        step and ``B -> W`` (Akrout et al. 2019, Kolen-Pollack). The defaults pair
-        with ``optim=sgd optim.lr=0.1 optim.weight_decay=0.01``. With Adam, or without
-        weight decay on ``W``, ``B`` only tracks ``W`` approximately (``W`` keeps its
-        random initial component, which ``B`` never sees).
+      kp_optim: Kolen-Pollack (Akrout et al. 2019): ``B`` receives the same update
+        as ``W`` plus the same weight decay. The run's optimizer only ever sees
+        ``params``, so the rule runs its own copy of that optimizer on ``B``, fed
+        the same local gradient ``dW`` the rule returns for ``W``: an
+        ``optim``-style mapping (``name``, ``lr``, ... as :func:`make_optimizer`;
+        ``configs/rule/fa.yaml`` sets it to the run's ``${optim}``) or an optax
+        transformation. Same gradients, same optimizer state: ``B`` and ``W`` get
+        the same step, except for the decay term, which acts on each itself --
+        with ``optim=sgd``/``adamw`` and weight decay ``wd`` at rate ``lr``,
+        ``W - B`` shrinks by exactly ``(1 - lr*wd)`` per step and ``B -> W``. Without
+        weight decay ``W - B`` stays at its initial value (only the angle shrinks
+        as the shared updates grow). Global-norm clipping sees only ``B`` here.
+      kp_lr, kp_weight_decay: with ``kp_optim=None``, a plain-SGD step instead,
+        ``B <- B - kp_lr * dW - kp_weight_decay * B``.
 
     Metrics: ``loss``; ``weight_alignment_deg`` (``[L]``): angle in degrees between
     ``W_l`` and ``B_l`` (NaN for stage 0, which has no ``B``).
@@ -190,13 +199,27 @@ def fa(
         k = jax.random.fold_in(key, l)
         return scale * inits[l](k, kernel_shapes[l], dtype)
 
+    kp_opt = None
+    if feedback == "kp" and kp_optim is not None:
+        if isinstance(kp_optim, optax.GradientTransformation):
+            kp_opt = kp_optim
+        else:
+            o = dict(kp_optim)
+            kp_opt = make_optimizer(
+                o.pop("name"),
+                o.pop("lr"),
+                total_steps=int(o.pop("total_steps", 1)),
+                **o,
+            )
+
     def init_fn(key, params):
         if feedback not in ("random", "kp", "frsf"):
             return FeedbackAlignmentState(B=(), R=())
         fixed = tuple(draw(key, l, params[l]["kernel"].dtype) for l in range(1, num))
         if feedback == "frsf":
             return FeedbackAlignmentState(B=(), R=tuple(jnp.abs(r) for r in fixed))
-        return FeedbackAlignmentState(B=fixed, R=())
+        opt_state = kp_opt.init(fixed) if kp_opt is not None else ()
+        return FeedbackAlignmentState(B=fixed, R=(), kp_opt=opt_state)
 
     def feedback_kernels(params, state, key):
         """``B_l`` for ``l = 1..L-1`` (index ``l - 1``), the step's feedback."""
@@ -243,11 +266,16 @@ def fa(
                 (delta,) = pull_x(delta_a)
         if feedback == "kp":
             # Kolen-Pollack (Akrout et al. 2019): B gets W's update and weight decay.
-            new_B = tuple(
-                b - kp_lr * grads[l]["kernel"] - kp_weight_decay * b
-                for l, b in enumerate(state.B, start=1)
-            )
-            state = state._replace(B=new_B)
+            dW = tuple(grads[l]["kernel"] for l in range(1, num))
+            if kp_opt is not None:
+                upd, opt_state = kp_opt.update(dW, state.kp_opt, state.B)
+                new_B = optax.apply_updates(state.B, upd)
+                state = state._replace(B=tuple(new_B), kp_opt=opt_state)
+            else:
+                new_B = tuple(
+                    b - kp_lr * d - kp_weight_decay * b for b, d in zip(state.B, dW)
+                )
+                state = state._replace(B=new_B)
         nan = jnp.full((), jnp.nan, value.dtype)
         weight_alignment = jnp.stack(
             [nan]
