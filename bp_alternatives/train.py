@@ -216,9 +216,10 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
     rule_name, rule = build_rule(cfg, model, total_steps, steps_per_epoch)
     optimizer = build_optimizer(cfg, total_steps=total_steps)
     writers = []
+    lead = jax.process_index() == 0  # on several hosts only the first writes files
     for c, d in zip(seed_cfgs, seed_dirs):
         name = c.get("run_name") or f"{rule_name}-{data.name}-seed{c.seed}"
-        writers.append(build_writer(c, d, name))
+        writers.append(build_writer(c, d, name) if lead else NullWriter())
     try:
         outs = fit_seeds(
             model,
@@ -261,8 +262,9 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
                 "diverged_epoch": out["diverged_epoch"],
                 "config": OmegaConf.to_container(c, resolve=True),
             }
-            os.makedirs(d, exist_ok=True)
-            write_json(os.path.join(d, "results.json"), results)
+            if lead:
+                os.makedirs(d, exist_ok=True)
+                write_json(os.path.join(d, "results.json"), results)
             w.write_summary(
                 {f"final/{k}": v for k, v in out["final"].items()}
                 | {k: results[k] for k in _SUMMARY_KEYS}

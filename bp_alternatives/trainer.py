@@ -238,6 +238,8 @@ class Checkpointer:
         return self.every > 0 and (epoch % self.every == 0 or last)
 
     def save(self, state, meta: dict[str, Any]) -> None:
+        if jax.process_index() != 0:  # several hosts: the first one writes
+            return
         os.makedirs(self.directory, exist_ok=True)
         head = json.dumps({**meta, "tag": self.tag}).encode()
         blob = serialization.to_bytes(jax.device_get(state))
@@ -279,10 +281,15 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _data_mesh(data_parallel: bool, batch_size: int):
-    """(mesh, batch sharding, replicated sharding) over all local devices, or Nones."""
+    """(mesh, batch sharding, replicated sharding) over all devices, or Nones.
+
+    ``jax.devices()``: every device of every process -- this host's alone, or, after
+    ``jax.distributed.initialize()`` on several hosts, all of theirs (one global mesh,
+    so gradients are averaged across hosts too).
+    """
     if not data_parallel:
         return None, None, None
-    devices = jax.local_devices()
+    devices = jax.devices()
     if batch_size % len(devices):
         raise ValueError(
             f"trainer.batch_size={batch_size} must be divisible by the number of "
@@ -290,6 +297,24 @@ def _data_mesh(data_parallel: bool, batch_size: int):
         )
     mesh = Mesh(np.array(devices), ("data",))
     return mesh, NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+
+def _replicate(x, sharding: NamedSharding) -> jax.Array:
+    """A full copy of host array ``x`` on every device of ``sharding``'s mesh.
+
+    Each process fills only the devices it can address, from its own copy of ``x``
+    (every host loads the same dataset), so this also builds the global array of a
+    multi-host mesh, where ``jax.device_put`` of a host array cannot reach the other
+    hosts' devices.
+    """
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def _replicate_tree(tree, sharding: NamedSharding):
+    return jax.tree_util.tree_map(
+        lambda a: _replicate(a, sharding), jax.device_get(tree)
+    )
 
 
 def fit(
@@ -391,7 +416,7 @@ def _fit(
             f"set ({n} examples)"
         )
     mesh, batch_sharding, replicated = _data_mesh(data_parallel, batch_size)
-    put = (lambda t: jax.device_put(t, replicated)) if mesh else jnp.asarray
+    put = (lambda t: _replicate(t, replicated)) if mesh else jnp.asarray
     x_train, y_train = put(data.x_train), put(data.y_train)
     x_test, y_test = put(data.x_test), put(data.y_test)
     x_val = y_val = None
@@ -422,7 +447,7 @@ def _fit(
     probe_key, train_key = fold(seed_keys, 2), fold(seed_keys, 3)
     state = init(seed_keys)
     if mesh:
-        state = jax.device_put(state, replicated)
+        state = _replicate_tree(state, replicated)
 
     def per_seed(tree, s):
         return jax.tree_util.tree_map(lambda a: a[s] if batched else a, tree)
@@ -439,7 +464,7 @@ def _fit(
         restored = ckpt.load(state)
         if restored is not None:
             state, meta = restored
-            state = jax.device_put(state, replicated) if mesh else state
+            state = _replicate_tree(state, replicated) if mesh else state
             histories, diverged = meta["histories"], meta["diverged"]
             first_epoch = meta["epoch"] + 1
             print(f"resuming from the checkpoint of epoch {meta['epoch']}")
