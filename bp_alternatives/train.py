@@ -66,6 +66,18 @@ def build_rule(
             o.setdefault("steps_per_epoch", steps_per_epoch)
     if name == "fa" and kwargs.get("feedback") != "kp":
         kwargs.pop("kp_optim", None)  # only kp reads it
+    if name == "ff" and kwargs.get("epochs_per_stage") is not None:
+        # layerwise FF in epochs (the unit); the rule counts steps
+        eps = int(kwargs.pop("epochs_per_stage"))
+        if kwargs.get("steps_per_stage") is not None:
+            raise ValueError(
+                "give rule.epochs_per_stage or rule.steps_per_stage, not both"
+            )
+        if steps_per_epoch is None:
+            raise ValueError("rule.epochs_per_stage needs the run's steps per epoch")
+        kwargs["steps_per_stage"] = eps * int(steps_per_epoch)
+    elif name == "ff":
+        kwargs.pop("epochs_per_stage", None)
     return name, get_rule(name)(model, get_loss(cfg.loss), **kwargs)
 
 

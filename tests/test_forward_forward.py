@@ -468,6 +468,43 @@ def test_rule_config_runs_end_to_end(cfg_factory):
         assert len(last[f"rule/{k}"]) == 2, k
 
 
+def test_layerwise_epochs_per_stage_become_steps():
+    """rule.epochs_per_stage=2 on digits (batch 64): steps_per_stage = 2 * steps/epoch,
+    so training switches stage after exactly two epochs."""
+    from bp_alternatives.train import build_data, build_model, build_rule, run_steps
+
+    cfg = compose_cfg(
+        [
+            "rule=ff",
+            "model.activation=relu",
+            "rule.schedule=layerwise",
+            "rule.epochs_per_stage=2",
+        ]
+    )
+    data = build_data(cfg)
+    model = build_model(cfg, data)
+    total, per_epoch = run_steps(cfg, data)
+    assert per_epoch == len(data.x_train) // 64
+    _, rule = build_rule(cfg, model, total, per_epoch)
+    params = init_params(model, jax.random.PRNGKey(0))
+    state = rule.init(jax.random.PRNGKey(1), params)
+    batch = Batch(jnp.asarray(data.x_train[:64]), jnp.asarray(data.y_train[:64]))
+    for t, want_active in ((2 * per_epoch - 1, 0), (2 * per_epoch, 1)):
+        st = state._replace(step=jnp.int32(t))
+        d, _, _ = rule.update(params, st, batch, jax.random.PRNGKey(t))
+        norms = [float(optax.tree.norm(p)) for p in d[:2]]
+        assert norms[want_active] > 0 and norms[1 - want_active] == 0, (t, norms)
+    with pytest.raises(ValueError, match="not both"):
+        build_rule(
+            compose_cfg(
+                ["rule=ff", "rule.epochs_per_stage=2", "rule.steps_per_stage=5"]
+            ),
+            model,
+            total,
+            per_epoch,
+        )
+
+
 @pytest.mark.parametrize("experiment", ["hinton2022_ff_mnist", "ff_loewex_mnist"])
 def test_experiment_configs_build_the_rule(experiment):
     if not os.path.exists(os.path.join(CONFIG_DIR, "data", "mnist.yaml")):
