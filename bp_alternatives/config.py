@@ -140,7 +140,9 @@ def validate_config(cfg: DictConfig) -> None:
 
     r = OmegaConf.to_container(cfg.rule, resolve=True)
     rule = get_rule(r["name"])  # unknown rule: lists the valid ones
-    _check_kwargs("rule", rule, r, {"model", "loss", "name"})
+    # options build_rule turns into factory arguments (train.build_rule)
+    config_only = {"ff": {"epochs_per_stage"}}.get(r.get("name"), set())
+    _check_kwargs("rule", rule, r, {"model", "loss", "name"} | config_only)
     if r["name"] == "ff" and cfg.loss != "cross_entropy":
         raise ConfigError(
             f"rule=ff with loss={cfg.loss}: forward-forward predicts by goodness and "

@@ -65,6 +65,34 @@ def test_rejection_happens_before_any_data_or_compilation(cfg_factory, monkeypat
         run(cfg_factory("optim.lr=-1"))
 
 
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model=lenet"], r"model=lenet needs 32x32xC images, got input_shape=\(64,\)"),
+        (["model=cnn"], r"model=cnn needs image inputs .* got input_shape=\(64,\)"),
+        (["rule=manual_bp", "model=lenet"], "model=lenet needs 32x32xC"),
+    ],
+)
+def test_models_that_do_not_fit_the_data(cfg_factory, overrides, message, monkeypatch):
+    """Widths / shapes that do not fit the data fail when the model is built from the
+    loaded data's shape, before any compilation, naming the model and the shape."""
+    import bp_alternatives.train as train_mod
+
+    def no_compiling(*a, **k):
+        raise AssertionError("reached training")
+
+    monkeypatch.setattr(train_mod, "fit_seeds", no_compiling)
+    with pytest.raises(ValueError, match=message):
+        run(cfg_factory(*overrides))
+
+
+def test_mlp_on_unflattened_images_names_the_fix():
+    from bp_alternatives.model import mlp
+
+    with pytest.raises(ValueError, match=r"needs flat inputs.*data.flatten=true"):
+        mlp((28, 28, 1), 10, hidden=(32,))
+
+
 def test_batch_size_larger_than_dataset(cfg_factory):
     with pytest.raises(ValueError, match="batch_size=64 is larger than the xor"):
         run(cfg_factory("data=xor"))
