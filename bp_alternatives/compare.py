@@ -941,15 +941,18 @@ def log_to_wandb(
     group: str | None = None,
     directory: str = ".",
     config: Mapping[str, Any] | None = None,
+    init_timeout: float = 30.0,
 ) -> str | None:
     """Log the table (a ``wandb.Table``) and the PNG plots (``wandb.Image``) to one
-    aggregate run (``job_type=compare``); return the run's directory."""
+    aggregate run (``job_type=compare``); return the run's directory. ``mode`` and
+    ``init_timeout`` as in ``writers.init_wandb`` (online falls back to offline)."""
     import wandb
 
     from bp_alternatives.writers import init_wandb
 
     run = init_wandb(
         mode=mode,
+        init_timeout=init_timeout,
         project=project,
         entity=entity,
         group=group,

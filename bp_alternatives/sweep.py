@@ -12,7 +12,8 @@ Each job appends one JSON line to ``<sweep dir>/sweep_summary.jsonl``; the
 those lines into ``<sweep dir>/sweep_summary.md`` when the sweep ends, prints the
 comparison table of the sweep (``bp_alternatives.compare``; tables and plots in
 ``<sweep dir>/compare/``), prints which jobs failed and why, and exits with status 1
-if any did.
+if any did. With ``logger=wandb`` the table and plots also go to one aggregate W&B run
+(``job_type=compare``) in the sweep's group (:func:`wandb_settings`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from hydra.experimental.callback import Callback
@@ -229,11 +231,36 @@ COMPARE_DIR = "compare"
 PLOT_KINDS = ("learning_curves", "alignment", "grad_norm", "decision_boundary")
 
 
-def compare_sweep(sweep_dir: str, plots: bool = True) -> str | None:
+def wandb_settings(config: DictConfig, sweep_dir: str) -> dict[str, Any] | None:
+    """The W&B settings of a sweep whose config has ``logger=wandb`` (``None`` for any
+    other logger, or ``logger.mode=disabled``): the logger's project, entity, mode and
+    init_timeout, and its group -- ``logger.group``, else the sweep directory's name,
+    as :func:`run_job` sets it for the sweep's per-run W&B runs."""
+    logger = config.get("logger")
+    if logger is None or logger.get("name") != "wandb":
+        return None
+    lg = OmegaConf.to_container(logger, resolve=True)
+    if lg.get("mode", "offline") == "disabled":
+        return None
+    return {
+        "mode": lg.get("mode") or "offline",
+        "project": lg.get("project") or "bp-alternatives",
+        "entity": lg.get("entity"),
+        "group": lg.get("group") or os.path.basename(sweep_dir),
+        "init_timeout": float(lg.get("init_timeout") or 30),
+    }
+
+
+def compare_sweep(
+    sweep_dir: str, plots: bool = True, wandb: Mapping[str, Any] | None = None
+) -> str | None:
     """The comparison table of a sweep (``bp_alternatives.compare``): print it as
     Markdown, write ``table.{md,tex,csv}`` and the plots into ``<sweep dir>/compare/``
-    and say where; return the Markdown, or ``None`` when there is nothing to compare.
-    Never raises: a sweep's results are not lost to a plotting error."""
+    and say where; with ``wandb`` (the settings of :func:`wandb_settings`) also log the
+    table and plots to one W&B run (``compare.log_to_wandb``, ``job_type=compare``, its
+    files under ``<sweep dir>/compare/wandb/``). Return the Markdown, or ``None`` when
+    there is nothing to compare. Never raises: a sweep's results are not lost to a
+    plotting or W&B error."""
     from bp_alternatives import compare
 
     try:
@@ -259,6 +286,21 @@ def compare_sweep(sweep_dir: str, plots: bool = True) -> str | None:
         f"compare: {what} in {out_dir}/ "
         f"(again, or with other sweeps: python -m experiments.compare {sweep_dir})"
     )
+    if wandb:
+        try:  # init_wandb: offline without an API key or a server, never hangs
+            run_dir = compare.log_to_wandb(
+                table,
+                paths,
+                directory=out_dir,
+                config={"dirs": [sweep_dir]},
+                **wandb,
+            )
+            print(
+                f"compare: table{' and plots' if paths else ''} logged to W&B "
+                f"(group {wandb.get('group')}, job_type compare) in {run_dir}"
+            )
+        except Exception as e:  # no wandb, a broken service, ...: the sweep goes on
+            print(f"compare: W&B: {type(e).__name__}: {e}", file=sys.stderr)
     return text
 
 
@@ -268,7 +310,8 @@ class SweepSummary(Callback):
     if a job failed (after every job has run).
 
     Options (``hydra.callbacks.sweep_summary.<option>=...``): ``compare`` (the table
-    and plots; ``false``: the summary only), ``plots`` (``false``: tables only).
+    and plots; ``false``: the summary only), ``plots`` (``false``: tables only). With
+    ``logger=wandb`` the table and plots also go to W&B (:func:`wandb_settings`).
     """
 
     def __init__(self, compare: bool = True, plots: bool = True) -> None:
@@ -281,7 +324,12 @@ class SweepSummary(Callback):
             return
         head, bad = summarise(sweep_dir)
         if self.compare:
-            compare_sweep(sweep_dir, plots=self.plots)
+            try:
+                wandb = wandb_settings(config, sweep_dir)
+            except Exception as e:  # an unresolvable logger config
+                print(f"compare: W&B: {type(e).__name__}: {e}", file=sys.stderr)
+                wandb = None
+            compare_sweep(sweep_dir, plots=self.plots, wandb=wandb)
         print(f"sweep: {head} -> {os.path.join(sweep_dir, SUMMARY_MD)}")
         for r in bad:
             print(f"  {r['status'].upper()} {r['dir']}: {r.get('error')}")

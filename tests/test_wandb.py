@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bp_alternatives.compare import CSV_FIELDS, main
+from bp_alternatives.compare import CSV_FIELDS, load_run, main
 from bp_alternatives.writers import WandbWriter
 from tests.test_compare import fake_results
 from tests.test_sweeps import TINY
@@ -198,3 +198,112 @@ def test_compare_logs_table_and_plots_to_one_run(tmp_path):
     assert rows["bp"]["test_error_mean"] == pytest.approx(15.0)
     assert rows["fa"]["n_ok"] == 2
     assert "| bp | 15.00 ± 7.07 (n=2)" in summary["summary"]["markdown"]
+
+
+RULES = ("bp", "manual_bp")
+# TINY, smaller still: one epoch of a 16-unit MLP
+TINY_1 = [
+    o.replace("model.hidden=[8]", "model.hidden=[16]").replace(
+        "trainer.epochs=2", "trainer.epochs=1"
+    )
+    for o in TINY
+]
+
+
+def test_wandb_sweep_logs_the_comparison_to_a_compare_run_in_its_group(tmp_path):
+    """A 2-run sweep with logger=wandb (offline): at its end the sweep callback logs
+    the comparison table and plots to one more run, job_type=compare, in the group of
+    the per-run W&B runs (the sweep directory's name)."""
+    sweep_dir = tmp_path / "wb_sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "-m",
+            f"rule={','.join(RULES)}",
+            "logger=wandb",
+            "logger.mode=offline",
+            *TINY_1,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, WANDB_DIR=str(tmp_path / "wandb_dir")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "table and plots logged to W&B (group wb_sweep" in proc.stdout, proc.stdout
+
+    run_dirs = {
+        r: sweep_dir / f"logger.mode=offline,logger=wandb,rule={r}" for r in RULES
+    }
+    groups = set()
+    for rule, run_dir in run_dirs.items():
+        _, records = inspect(wandb_file(run_dir))
+        (run,) = [r["run"] for r in records if r["type"] == "run"]
+        assert run["job_type"] == rule
+        groups.add(run["run_group"])
+    assert groups == {"wb_sweep"}
+
+    compare_dir = sweep_dir / "compare"
+    summary, records = inspect(wandb_file(compare_dir))
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["job_type"] == "compare" and run["run_group"] == "wb_sweep"
+    assert run["display_name"] == "compare-wb_sweep"
+    assert run["project"] == "bp-alternatives"
+    (item,) = [r["history"]["item"] for r in records if r["type"] == "history"]
+    assert item["comparison._type"] == "table-file"
+    assert item["plots/learning_curves_digits._type"] == "image-file"
+    files = os.path.join(os.path.dirname(wandb_file(compare_dir)), "files")
+    with open(os.path.join(files, item["comparison.path"])) as f:
+        logged = json.load(f)
+    assert logged["columns"] == list(CSV_FIELDS)
+    rows = {r[0]: dict(zip(CSV_FIELDS, r)) for r in logged["data"]}
+    assert set(rows) == set(RULES)
+    for rule, run_dir in run_dirs.items():  # one seed each: that run's test error
+        assert rows[rule]["n_ok"] == 1
+        expected = load_run(str(run_dir / "results.json")).test_error
+        assert rows[rule]["test_error_mean"] == pytest.approx(expected)
+    assert "| bp |" in summary["summary"]["markdown"]
+    assert summary["state"] == "finished"
+
+
+def test_sweep_wandb_settings_follow_the_logger():
+    from omegaconf import OmegaConf
+
+    from bp_alternatives.sweep import wandb_settings
+
+    def cfg(**logger):
+        return OmegaConf.create({"logger": logger})
+
+    assert wandb_settings(cfg(name="none"), "/x/s1") is None
+    assert wandb_settings(cfg(name="csv"), "/x/s1") is None
+    assert wandb_settings(cfg(name="wandb", mode="disabled"), "/x/s1") is None
+    base = {"name": "wandb", "project": "p", "entity": "e", "mode": "online"}
+    assert wandb_settings(cfg(**base, group=None, init_timeout=5), "/x/s1") == {
+        "mode": "online",
+        "project": "p",
+        "entity": "e",
+        "group": "s1",  # as run_job groups the sweep's runs
+        "init_timeout": 5.0,
+    }
+    assert wandb_settings(cfg(**base, group="g"), "/x/s1")["group"] == "g"
+
+
+def test_a_wandb_error_does_not_fail_the_sweep_comparison(
+    tmp_path, monkeypatch, capsys
+):
+    from bp_alternatives import compare
+    from bp_alternatives.sweep import compare_sweep
+
+    fake_results(tmp_path / "bp0", "bp", 0, 0.9)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no wandb service")
+
+    monkeypatch.setattr(compare, "log_to_wandb", broken)
+    text = compare_sweep(str(tmp_path), plots=False, wandb={"mode": "offline"})
+    assert text is not None and "| bp |" in text
+    assert "compare: W&B: RuntimeError: no wandb service" in capsys.readouterr().err
