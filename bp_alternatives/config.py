@@ -1,14 +1,16 @@
 """Typed config schemas (Hydra ConfigStore) and checks of the composed config.
 
-The ``trainer`` and ``optim`` groups extend the dataclass schemas registered here, so
-Hydra rejects a wrong type or an unknown key at composition time
-(``trainer.epochs=ten``, ``optim.lrr=0.1``). ``validate_config`` then rejects values and
-combinations that type-check but cannot work, before any data is loaded or any code is
-compiled, with a message that names the offending fields.
+The ``trainer``, ``optim``, ``model`` (mlp, cnn, lenet) and ``logger=wandb`` configs
+extend the dataclass schemas registered here, so Hydra rejects a wrong type or an
+unknown key at composition time (``trainer.epochs=ten``, ``optim.lrr=0.1``,
+``model.hidden=[a]``, ``model.dropout=0.5``). ``validate_config`` then rejects values
+and combinations that type-check but cannot work, before any data is loaded or any
+code is compiled, with a message that names the offending fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +60,69 @@ class OptimConfig:
     decay_factor: float = 0.1
 
 
+@dataclass
+class MLPConfig:
+    _target_: str = "bp_alternatives.model.mlp"
+    name: str = "mlp"
+    hidden: list[int] = dataclasses.field(default_factory=lambda: [256, 256])
+    activation: str = "tanh"
+    output_activation: str = "identity"
+    init: str = "xavier"
+    init_std: float = 0.01
+    bias: bool = True
+
+
+@dataclass
+class CNNConfig:
+    _target_: str = "bp_alternatives.model.cnn"
+    name: str = "cnn"
+    channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
+    kernel_size: Any = 3  # an int, or one per conv stage
+    stride: Any = 1  # an int, or one per conv stage
+    padding: Any = "SAME"  # SAME | VALID, or one per conv stage
+    pool: Any = "max"  # max | avg | none, or one per conv stage
+    pool_size: int = 2
+    hidden: list[int] = dataclasses.field(default_factory=lambda: [128])
+    activation: str = "relu"
+    output_activation: str = "identity"
+    init: str = "he"
+    init_std: float = 0.01
+    bias: bool = True
+    flatten_input: bool = False
+    input_size: int | None = None
+
+
+@dataclass
+class LeNetConfig:
+    _target_: str = "bp_alternatives.model.lenet"
+    name: str = "lenet"
+    activation: str = "relu"
+    init: str = "he"
+    init_std: float = 0.01
+    flatten_input: bool = False
+    input_size: int = 32
+
+
+@dataclass
+class WandbLoggerConfig:
+    name: str = "wandb"
+    project: str = "bp-alternatives"
+    entity: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    notes: str | None = None
+    mode: str = "offline"
+    init_timeout: float = 30.0
+
+
 cs = ConfigStore.instance()
 cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
 cs.store(group="optim", name="optim_schema", node=OptimConfig)
+cs.store(group="model", name="mlp_schema", node=MLPConfig)
+cs.store(group="model", name="cnn_schema", node=CNNConfig)
+cs.store(group="model", name="lenet_schema", node=LeNetConfig)
+cs.store(group="logger", name="wandb_schema", node=WandbLoggerConfig)
 
 
 def _check_kwargs(group: str, factory, kwargs: dict[str, Any], skip: set[str]) -> None:

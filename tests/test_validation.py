@@ -39,11 +39,21 @@ def test_rejected_configs_name_the_field(overrides, message):
 
 
 @pytest.mark.parametrize(
-    "override", ["trainer.epochs=ten", "optim.lr=fast", "trainer.data_parallel=maybe"]
+    "overrides",
+    [
+        ["trainer.epochs=ten"],
+        ["optim.lr=fast"],
+        ["trainer.data_parallel=maybe"],
+        ["model.hidden=[a]"],
+        ["model.dropout=0.5"],  # unknown key (a typo'd option)
+        ["model=cnn", "model.pool_size=big"],
+        ["model=lenet", "model.input_size=large"],
+        ["logger=wandb", "logger.init_timeout=soon"],
+    ],
 )
-def test_schema_rejects_wrong_types_at_composition(override):
+def test_schema_rejects_wrong_types_at_composition(overrides):
     with pytest.raises(ConfigCompositionException):
-        compose_cfg([override])
+        compose_cfg(overrides)
 
 
 @pytest.mark.parametrize("rule", ["dfa", "sg"])
