@@ -678,11 +678,23 @@ def _num_stages(runs: Sequence[RunRecord], key: str) -> int:
     )
 
 
+def _atomic_text(path: str, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _save(fig, out_dir: str, name: str) -> list[str]:
+    """The figure as PNG and PDF, each rendered to a temp file and renamed: a killed
+    comparison never leaves half an image under the final name."""
     paths = []
     for ext in ("png", "pdf"):
         p = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(p, dpi=120)
+        tmp = os.path.join(out_dir, f".{name}.tmp.{os.getpid()}.{ext}")
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, p)
         paths.append(p)
     return paths
 
@@ -989,8 +1001,7 @@ def write_outputs(
     return the plot paths."""
     os.makedirs(out_dir, exist_ok=True)
     for fmt, fn in FORMATS.items():
-        with open(os.path.join(out_dir, f"table.{SUFFIX[fmt]}"), "w") as f:
-            f.write(fn(table))
+        _atomic_text(os.path.join(out_dir, f"table.{SUFFIX[fmt]}"), fn(table))
     return plot_all(runs, out_dir, table) if plots else []
 
 
@@ -1040,8 +1051,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = FORMATS[args.format](table)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
+        _atomic_text(args.out, text)
     else:
         print(text, end="")
 

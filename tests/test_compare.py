@@ -151,6 +151,8 @@ def test_table_numbers_match_the_results_files(sweep_dir, capsys):
             p = out / f"{kind}_digits.{ext}"
             assert p.read_bytes()[:4] == magic, p
     assert (out / "table.tex").read_text().startswith(r"\begin{table}")
+    # every table and plot went through a temp file renamed into place
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
 
 
 # --------------------------------------------------------------- synthesized runs
