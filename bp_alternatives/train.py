@@ -209,6 +209,8 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
         OmegaConf.set_struct(c, False)
         c.seed = s
         c.trainer.seeds = None
+        if multi and c.get("run_name"):  # one W&B run per seed, told apart by name
+            c.run_name = f"{c.run_name},seed={s}"
         seed_cfgs.append(c)
         seed_dirs.append(os.path.join(out_dir, f"seed={s}") if multi else out_dir)
     done = [
