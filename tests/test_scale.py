@@ -155,3 +155,39 @@ def test_remat_gives_the_same_gradients_as_plain_bp():
         # and the remat program really recomputes: its jaxpr holds checkpoint calls
         jaxpr = str(jax.make_jaxpr(remat_rule.update)(params, (), batch, None))
         assert "checkpoint" in jaxpr or "remat" in jaxpr
+
+
+_CACHE_SCRIPT = """
+import collections, json, os, sys
+import jax
+from tests.conftest import compose_cfg
+from bp_alternatives.train import run
+events = collections.Counter()
+jax.monitoring.register_event_listener(lambda name, **kw: events.update([name]))
+jobs = []
+for seed in (0, 1):  # two jobs of a sweep: same shapes, another seed
+    events.clear()
+    cfg = compose_cfg(["model.hidden=[16]", "trainer.epochs=1", f"seed={seed}",
+                       f"trainer.compilation_cache_dir={sys.argv[1]}"])
+    run(cfg, out_dir=os.path.join(sys.argv[2], f"seed={seed}"))
+    jobs.append({k.rsplit("/", 1)[1]: v for k, v in events.items()})
+print("EVENTS" + json.dumps(jobs))
+"""
+
+
+def test_second_job_of_a_sweep_compiles_nothing(tmp_path):
+    """trainer.compilation_cache_dir: the first job fills JAX's persistent cache, the
+    second (same shapes, another seed) finds every program there -- no cache miss.
+    In a subprocess: the cache directory is process-wide JAX configuration."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _CACHE_SCRIPT, str(tmp_path / "cache"), str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = json.loads(proc.stdout.split("EVENTS", 1)[1])
+    assert first.get("cache_misses", 0) > 0 and first.get("cache_hits", 0) == 0
+    assert second.get("cache_misses", 0) == 0 and second.get("cache_hits", 0) > 0
+    assert any((tmp_path / "cache").iterdir())
