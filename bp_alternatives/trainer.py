@@ -120,7 +120,10 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
 
         def one(args):
             xc, yc, m = args
-            out = output(model, params, xc)
+            if rule.eval_output is None:
+                out = output(model, params, xc)
+            else:  # the rule's own read-out (forward-forward)
+                out = rule.eval_output(params, rule_state, xc)
             per_example = jax.vmap(lambda o, t: loss.value(o[None], t[None]))(out, yc)
             res = {"loss": jnp.sum(per_example * m)}
             for mode, s in scores_fn(params, rule_state, xc).items():

@@ -15,7 +15,7 @@ import pytest
 
 from bp_alternatives.data import Dataset, load_digits
 from bp_alternatives.losses import get_loss
-from bp_alternatives.model import Model, Stage, init_params, mlp
+from bp_alternatives.model import Model, Stage, init_params, mlp, output
 from bp_alternatives.rules import Batch, UnsupportedModelError, ff, get_rule
 from bp_alternatives.rules._forward_forward import (
     embed_label,
@@ -466,6 +466,28 @@ def test_rule_config_runs_end_to_end(cfg_factory):
     last = res["history"][-1]
     for k in ("ff_loss", "goodness_pos", "goodness_neg", "ff_accuracy"):
         assert len(last[f"rule/{k}"]) == 2, k
+
+
+def test_reported_loss_is_the_readouts_cross_entropy():
+    """train_loss / test_loss for ff: the cross-entropy of the rule's own softmax
+    read-out (neutral label, stages readout_from..N-1), not of the unused model
+    read-out stage."""
+    from bp_alternatives.trainer import make_eval_fn
+
+    data = load_digits()
+    model = mlp(data.input_shape, 10, hidden=(16, 16), activation="relu")
+    rule = ff(model, CE)
+    params = init_params(model, jax.random.PRNGKey(0))
+    state = rule.init(jax.random.PRNGKey(1), params)
+    V = jax.random.normal(jax.random.PRNGKey(2), state.readout.shape)
+    state = state._replace(readout=V)
+    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    got = make_eval_fn(model, CE, rule, chunk=100)(params, state, x, y)
+    logits = rule.predict(params, state, x)["readout"]
+    want = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    assert float(got["loss"]) == pytest.approx(float(want), rel=1e-5)
+    plain = CE.value(output(model, params, x), y)
+    assert abs(float(plain) - float(want)) > 0.1
 
 
 def test_layerwise_epochs_per_stage_become_steps():

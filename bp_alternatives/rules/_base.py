@@ -68,16 +68,26 @@ class RulePredictFn(Protocol):
         """Class scores ``[B, C]`` per prediction mode; the first is the headline."""
 
 
+class RuleOutputFn(Protocol):
+    def __call__(self, params: Params, state: RuleState, x: jax.Array) -> jax.Array:
+        """The outputs ``[B, C]`` the run's loss is evaluated on."""
+
+
 class LearningRule(NamedTuple):
-    """A learning rule: pure ``init`` / ``update`` functions (and optional ``predict``).
+    """A learning rule: pure ``init`` / ``update`` functions (and optional ``predict``,
+    ``eval_output``).
 
     ``predict`` is ``None`` for rules whose model output is the prediction (argmax of
-    the read-out); forward-forward predicts by goodness instead.
+    the read-out); forward-forward predicts by goodness instead. ``eval_output`` is
+    ``None`` for rules whose model output is what the loss is evaluated on (the
+    reported ``train_loss`` / ``test_loss``); forward-forward's model read-out stage is
+    unused, so its loss is evaluated on its own softmax read-out's logits.
     """
 
     init: RuleInitFn
     update: RuleUpdateFn
     predict: RulePredictFn | None = None
+    eval_output: RuleOutputFn | None = None
 
 
 class UnsupportedModelError(ValueError):

@@ -23,9 +23,9 @@ How FF sits on the shared model
   ``V`` ``[D_r, C]``, zero-initialised and bias-free as in loeweX) and is trained inside
   ``update`` by its own optimizer (``readout_optim``, any ``optim`` config). The model
   read-out stage's direction is zero, so it stays at its initial value; the trainer's
-  ``train_loss`` / ``test_loss`` (the plain forward through that stage) therefore say
-  nothing about FF -- read ``test_accuracy`` (goodness), ``test_accuracy/readout`` and
-  ``step_loss`` (the read-out's cross-entropy, reported as this rule's ``loss``).
+  ``train_loss`` / ``test_loss`` are therefore taken on the rule's read-out logits
+  (``LearningRule.eval_output``, neutral label), not the unused model read-out:
+  the cross-entropy of the prediction ``test_accuracy/readout`` reports.
 * Any stage whose output is an array works (dense or convolutional): goodness sums (or
   averages) over all non-batch axes, normalisation divides by the norm over all
   non-batch axes, peer normalisation keeps one running mean per unit (per feature-map
@@ -473,4 +473,10 @@ def ff(
             scores[f"goodness_stage{l}"] = g[..., l]
         return scores
 
-    return LearningRule(init_fn, update_fn, predict_fn)
+    def eval_output_fn(params, state, x):
+        """The read-out's logits (neutral label): what train/test loss is taken on."""
+        return (
+            readout_features(params, x, label_scale_of(x, label_scale)) @ state.readout
+        )
+
+    return LearningRule(init_fn, update_fn, predict_fn, eval_output_fn)
