@@ -9,12 +9,16 @@ backward pass costs almost nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
 from bp_alternatives.losses import Loss
-from bp_alternatives.model import Model
-from bp_alternatives.rules._base import LearningRule, loss_fn
+from bp_alternatives.model import Model, output
+
+if TYPE_CHECKING:  # no runtime import: the rules import angle_deg from here
+    from bp_alternatives.rules._base import LearningRule
 
 
 def _flat(tree) -> jax.Array:
@@ -58,7 +62,9 @@ def with_alignment(rule: LearningRule, model: Model, loss: Loss) -> LearningRule
 
     def update_fn(params, state, batch, key):
         direction, new_state, metrics = rule.update(params, state, batch, key)
-        grads = jax.grad(lambda p: loss_fn(model, loss, p, batch))(params)
+        grads = jax.grad(lambda p: loss.value(output(model, p, batch.x), batch.y))(
+            params
+        )
         metrics = dict(metrics)
         metrics["alignment_deg"] = per_stage(angle_deg, direction, grads)
         metrics["grad_norm"] = per_stage(global_norm, grads)

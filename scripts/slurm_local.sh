@@ -9,15 +9,22 @@
 #   scripts/slurm_local.sh status       # exit 0 if the node answers, 1 otherwise
 #
 # The cluster: NodeAddr 127.0.0.1, every local CPU, proctrack/linuxproc, task/none (no
-# cgroups needed, so it runs in containers), no accounting. Daemons run as root (start
-# needs root). Nothing under /etc/slurm is touched: the configuration, state, logs and
-# pid files live in $SLURM_LOCAL_DIR (default /tmp/bp-alternatives-slurm), and clients
-# find it through SLURM_CONF, which `start` prints as an `export` line on stdout (all
-# progress goes to stderr, so `eval "$(... start)"` works).
+# cgroups needed, so it runs in containers), no accounting. Two partitions on the node:
+# 'local' (the default) and 'urgent', whose jobs pre-empt the 'local' jobs whose CPUs
+# they need (PreemptMode=REQUEUE: killed and requeued), e.g.
+#   sbatch -p urgent -c "$(nproc)" --wrap true
+# A requeued job may restart after SLURM_LOCAL_CRED_EXPIRE + 1 seconds (default 5 + 1;
+# Slurm's own default is 120 + 1). Daemons run as root (start needs root). Nothing
+# under /etc/slurm is touched: the configuration, state, logs and pid files live in
+# $SLURM_LOCAL_DIR (default /tmp/bp-alternatives-slurm), and clients find it through
+# SLURM_CONF, which `start` prints as an `export` line on stdout (all progress goes to
+# stderr, so `eval "$(... start)"` works).
 set -euo pipefail
 
 DIR="${SLURM_LOCAL_DIR:-/tmp/bp-alternatives-slurm}"
 CONF="$DIR/slurm.conf"
+# seconds a requeued job waits before it restarts (and job step credential lifetime)
+CRED_EXPIRE="${SLURM_LOCAL_CRED_EXPIRE:-5}"
 NODE="$(hostname -s)"
 PACKAGES=(slurmctld slurmd slurm-client munge)
 
@@ -41,18 +48,21 @@ install() {
   apt-get install -y -qq "${PACKAGES[@]}" >&2
 }
 
-write_conf() {
-  local cpus mem_mb
+write_conf() {  # write_conf [FILE]: the configuration, to $CONF by default
+  local out="${1:-$CONF}" cpus mem_mb
   cpus="$(nproc)"
   mem_mb="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
   mkdir -p "$DIR/state" "$DIR/spool"
-  cat >"$CONF" <<EOF
+  cat >"$out" <<EOF
 # Written by scripts/slurm_local.sh: a one-node cluster on loopback.
 ClusterName=bpalt
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job (pre-emption, scontrol requeue) waits cred_expire + 1 s before it may
+# start again (Slurm's default: 120 s); the job step credentials live as long
+AuthInfo=cred_expire=$CRED_EXPIRE
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
@@ -64,15 +74,25 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill
+# test pending jobs every second, not every 30-60 s: a requeued job restarts as soon
+# as its wait is over
+SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MpiDefault=none
 ReturnToService=2
 SlurmdTimeout=60
 InactiveLimit=0
-KillWait=5
+# SIGTERM -> SIGKILL: submitit's jobs ignore SIGTERM and train on until killed, about
+# KillWait + 2 s after they are pre-empted or cancelled
+KillWait=1
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=local Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# pre-emption as on a shared cluster: a job in 'urgent' that needs the CPUs of running
+# 'local' jobs pre-empts them; they are requeued (killed, then run again from the start)
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=local Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 }
 
@@ -112,9 +132,16 @@ start() {
   [ "$(id -u)" -eq 0 ] || die "start needs root"
   command -v slurmctld >/dev/null 2>&1 || die "Slurm is not installed: run '$0 install'"
   if [ -f "$CONF" ] && status >/dev/null 2>&1; then
-    log "already running ($CONF)"
-    echo "export SLURM_CONF=$CONF"
-    return 0
+    # a cluster started by an older version of this script is restarted
+    write_conf "$CONF.new"
+    if cmp -s "$CONF" "$CONF.new"; then
+      rm -f "$CONF.new"
+      log "already running ($CONF)"
+      echo "export SLURM_CONF=$CONF"
+      return 0
+    fi
+    rm -f "$CONF.new"
+    log "running with another configuration: restarting"
   fi
   stop_daemons quiet
   write_conf
