@@ -16,7 +16,10 @@ def validate_dataset(ds: Dataset) -> Dataset:
 
     Returns ``ds`` unchanged so it can wrap a loader call.
     """
-    for split in ("train", "test"):
+    splits = ["train", "test"]
+    if getattr(ds, "x_val", None) is not None and len(ds.x_val):
+        splits.append("val")  # carved from train by data.val_fraction
+    for split in splits:
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
         where = f"dataset {ds.name!r}, {split} split"
         if len(x) != len(y):

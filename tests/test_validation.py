@@ -131,6 +131,17 @@ def _bad(**changes):
         (_bad(y_train=np.array([0, 1, 1], np.int32)), "4 inputs but 3 labels"),
         (_bad(input_shape=(3,)), r"inputs have shape \(2,\) per example"),
         (_bad(y_train=np.array([0.0, 1, 1, 0])), "labels must be integers"),
+        (
+            _bad(
+                x_val=np.array([[0, 0], [np.nan, 1]], np.float32),
+                y_val=np.array([0, 1], np.int32),
+            ),
+            "dataset 'xor', val split: non-finite input .* at index 1",
+        ),
+        (
+            _bad(x_val=np.zeros((2, 2), np.float32), y_val=np.array([0], np.int32)),
+            "val split: 2 inputs but 1 labels",
+        ),
     ],
 )
 def test_bad_data_named_with_dataset_and_index(ds, message):
