@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -220,3 +221,31 @@ def test_validation_split_selects_the_epoch_and_reports_its_test_numbers(cfg_fac
         progress=False,
     )
     assert plain["selected"] is None
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_on_a_terminal_plain_lines_otherwise(tty):
+    from bp_alternatives.trainer import Progress
+
+    stream = _Stream(tty)
+    bar = Progress(4, stream=stream)
+    for e in range(1, 5):
+        bar.update(e, 1.0 / e, 0.5, None if e == 2 else 0.25)
+    out = stream.getvalue()
+    if tty:  # one line redrawn in place (carriage returns), ended at the last epoch
+        assert out.count("\r") == 4 and out.count("\n") == 1 and out.endswith("\n")
+        assert "[##########----------] epoch 2/4" in out
+        assert "[####################] epoch 4/4 loss 0.2500" in out
+    else:  # a plain line per epoch, for logs and Slurm output files
+        lines = out.splitlines()
+        assert len(lines) == 4 and "\r" not in out and "#" not in out
+        assert lines[1] == "epoch 2/4 loss 0.5000 train_acc 0.5000 test_acc nan"
