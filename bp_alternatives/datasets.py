@@ -34,7 +34,8 @@ import numpy as np
 
 from bp_alternatives import data_files as df
 from bp_alternatives.data_files import FileSpec
-from bp_alternatives.mnist1d import make_mnist1d
+from bp_alternatives.mnist1d import DEFAULTS as MNIST1D_DEFAULTS
+from bp_alternatives.mnist1d import GENERATOR_VERSION, make_mnist1d
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +487,9 @@ def load_mnist1d(
     References:
       Greydanus (2020), "Scaling down deep learning", arXiv:2011.14439.
     """
-    key = hashlib.sha256(json.dumps(generator, sort_keys=True).encode()).hexdigest()
+    # the cache key: every generator argument (defaults included) and its version
+    spec = {"args": {**MNIST1D_DEFAULTS, **generator}, "version": GENERATOR_VERSION}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     path = df.resolve_root(root) / "mnist1d" / f"mnist1d-{key[:16]}.npz"
     arrays = df.load_cache(path, _KEYS, need_verified=False) if cache else None
     if arrays is None:

@@ -22,6 +22,10 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+# Bump when the generator's output changes: it keys the dataset cache (datasets.py),
+# so a cached set made by an older generator is never read back as the current one.
+GENERATOR_VERSION = 1
+
 # The defaults of mnist1d.data.get_dataset_args(): 4000 train / 1000 test signals.
 DEFAULTS: dict[str, Any] = {
     "num_samples": 5000,

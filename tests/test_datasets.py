@@ -541,6 +541,21 @@ def test_mnist1d_matches_reference_and_leaves_global_rng_alone(tmp_path):
     np.testing.assert_array_equal(images.x_test[..., 0], d.x_test)
 
 
+def test_mnist1d_cache_is_keyed_by_arguments_and_generator_version(
+    tmp_path, monkeypatch
+):
+    import bp_alternatives.datasets as datasets_mod
+
+    load_dataset("mnist1d", root=str(tmp_path), num_samples=500)
+    # the defaults spelled out are the same set: the same cache file
+    load_dataset("mnist1d", root=str(tmp_path), num_samples=500, train_split=0.8)
+    assert len(list((tmp_path / "mnist1d").glob("mnist1d-*.npz"))) == 1
+    # a new generator version never reads an older generator's cached arrays
+    monkeypatch.setattr(datasets_mod, "GENERATOR_VERSION", 999)
+    load_dataset("mnist1d", root=str(tmp_path), num_samples=500)
+    assert len(list((tmp_path / "mnist1d").glob("mnist1d-*.npz"))) == 2
+
+
 def test_mnist1d_generator_equals_the_package_where_installed():
     mnist1d = pytest.importorskip(
         "mnist1d.data", reason="the reference package mnist1d is not installed"
