@@ -204,6 +204,16 @@ def validate_config(cfg: DictConfig) -> None:
     rule = get_rule(r["name"])  # unknown rule: lists the valid ones
     # options build_rule turns into factory arguments (train.build_rule)
     config_only = {"ff": {"epochs_per_stage"}}.get(r.get("name"), set())
+    if r.get("name") == "ff" and r.get("epochs_per_stage") is not None:
+        if r.get("schedule") != "layerwise":
+            raise ConfigError(
+                "rule.epochs_per_stage is for rule.schedule=layerwise, got "
+                f"rule.schedule={r.get('schedule')!r}"
+            )
+        if r.get("steps_per_stage") is not None:
+            raise ConfigError(
+                "give rule.epochs_per_stage or rule.steps_per_stage, not both"
+            )
     _check_kwargs("rule", rule, r, {"model", "loss", "name"} | config_only)
     if r["name"] == "ff" and cfg.loss != "cross_entropy":
         raise ConfigError(

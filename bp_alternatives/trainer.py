@@ -364,7 +364,7 @@ def fit_seeds(
     Returns one results dict per key, equal (to float rounding) to separate
     :func:`fit` runs. Options: ``probe_size`` (examples in the alignment probe),
     ``eval_chunk`` (evaluation batch), ``writers`` (one ``MetricWriter`` per key),
-    ``progress``, ``data_parallel`` (shard each batch over all local devices with a
+    ``progress``, ``data_parallel`` (shard each batch over ``jax.devices()`` with a
     ``Mesh`` + ``NamedSharding``; params replicated, so XLA all-reduces the
     gradients), ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last
     checkpoint in ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a
@@ -510,9 +510,11 @@ def _fit(
                 per_seed(probe_metrics, s),
                 per_seed(va, s) if va is not None else None,
             )
+            finite = entry.pop("finite")
             histories[s].append(entry)
+            # the same columns live and when a resumed run replays its history
             writers[s].write_scalars(epoch, _flat_scalars(entry))
-            if not entry.pop("finite") or entry["train_loss"] is None:
+            if not finite or entry["train_loss"] is None:
                 diverged[s] = epoch
         if bar:
             e = histories[0][-1]

@@ -31,6 +31,19 @@ from tests.conftest import compose_cfg
         (["+rule.lr=0.5"], "rule.lr is not an option of bp"),
         (["rule=ff", "loss=mse"], "rule=ff with loss=mse"),
         (["rule=fa", "+rule.feedbak=usf"], "rule.feedbak is not an option of fa"),
+        (
+            ["rule=ff", "rule.epochs_per_stage=2"],
+            "rule.epochs_per_stage is for rule.schedule=layerwise",
+        ),
+        (
+            [
+                "rule=ff",
+                "rule.schedule=layerwise",
+                "rule.epochs_per_stage=2",
+                "rule.steps_per_stage=5",
+            ],
+            "not both",
+        ),
     ],
 )
 def test_rejected_configs_name_the_field(overrides, message):

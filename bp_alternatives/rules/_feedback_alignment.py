@@ -127,7 +127,8 @@ def fa(
         ``params``, so the rule runs its own copy of that optimizer on ``B``, fed
         the same local gradient ``dW`` the rule returns for ``W``: an
         ``optim``-style mapping (``name``, ``lr``, ... as :func:`make_optimizer`;
-        ``configs/rule/fa.yaml`` sets it to the run's ``${optim}``) or an optax
+        ``configs/rule/fa.yaml``'s ``run`` is replaced by the run's ``optim`` in
+        ``train.build_rule``) or an optax
         transformation. Same gradients, same optimizer state: ``B`` and ``W`` get
         the same step, except for the decay term, which acts on each itself --
         with ``optim=sgd``/``adamw`` and weight decay ``wd`` at rate ``lr``,
