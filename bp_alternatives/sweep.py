@@ -82,7 +82,8 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         results = run(cfg, out_dir=ctx.out_dir)
     except Exception as e:
         results = failed_results(cfg, e)
-        write_json(os.path.join(ctx.out_dir, "results.json"), results)
+        if _lead():
+            write_json(os.path.join(ctx.out_dir, "results.json"), results)
         if not ctx.multirun:  # a single run fails loudly, as before
             raise
         print(
@@ -131,8 +132,17 @@ def failed_results(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
     }
 
 
+def _lead() -> bool:
+    """Whether this process writes shared files (several hosts: only the first)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
 def record(ctx: JobContext, results: dict[str, Any], seconds: float) -> None:
     """Append the job's outcome to ``<sweep dir>/sweep_summary.jsonl`` (locked)."""
+    if not _lead():
+        return
     out_dir = ctx.out_dir
     if isinstance(results.get("seed"), int) and os.path.isdir(
         seed_dir := os.path.join(out_dir, f"seed={results['seed']}")
@@ -320,7 +330,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = os.path.abspath(str(config.hydra.sweep.dir))
-        if not os.path.isdir(sweep_dir):
+        if not os.path.isdir(sweep_dir) or not _lead():
             return
         head, bad = summarise(sweep_dir)
         if self.compare:

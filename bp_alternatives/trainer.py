@@ -449,8 +449,9 @@ def _fit(
     )
     probe_key, train_key = fold(seed_keys, 2), fold(seed_keys, 3)
     state = init(seed_keys)
-    if mesh:
+    if mesh:  # every input of the compiled programs on the (possibly global) mesh
         state = _replicate_tree(state, replicated)
+        probe_key, train_key = _replicate_tree((probe_key, train_key), replicated)
 
     def per_seed(tree, s):
         return jax.tree_util.tree_map(lambda a: a[s] if batched else a, tree)
