@@ -108,6 +108,9 @@ def build_writer(cfg: DictConfig, out_dir: str, run_name: str) -> MetricWriter:
     if name == "wandb":
         kw = {k: v for k, v in OmegaConf.to_container(logger, resolve=True).items()}
         kw.pop("name")
+        # one W&B run per run directory and config: a resume continues it
+        where = f"{os.path.abspath(out_dir)}|{config_tag(cfg)}"
+        kw["run_id"] = hashlib.sha256(where.encode()).hexdigest()[:16]
         kw["job_type"] = kw.get("job_type") or cfg.rule.name
         return WandbWriter(
             name=run_name,

@@ -77,7 +77,10 @@ class WandbWriter:
     the run name (the overrides) and the resolved config; ``write_scalars`` logs one
     history row per epoch and ``write_summary`` the run summary. See ``init_wandb`` for
     the modes and the offline fallback; offline runs are uploaded later with
-    ``wandb sync <dir>/wandb/offline-run-*``.
+    ``wandb sync <dir>/wandb/offline-run-*``. ``run_id`` (train.py: a hash of the run
+    directory and config) makes a resumed run -- re-run, or requeued after
+    pre-emption -- continue the same W&B run (``resume="allow"``) instead of adding a
+    second one to the group; steps the run already holds are not logged again.
     """
 
     def __init__(
@@ -93,7 +96,9 @@ class WandbWriter:
         config: Mapping[str, Any] | None = None,
         init_timeout: float = 30.0,
         notes: str | None = None,
+        run_id: str | None = None,
     ):
+        resume = {"id": run_id, "resume": "allow"} if run_id else {}
         self.run = init_wandb(
             mode=mode,
             init_timeout=init_timeout,
@@ -106,10 +111,14 @@ class WandbWriter:
             notes=notes,
             dir=directory,
             config=dict(config or {}),
+            **resume,
         )
+        # a resumed online run already holds steps < starting_step (offline: 0)
+        self._first_new_step = int(getattr(self.run, "starting_step", 0) or 0)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        self.run.log(dict(scalars), step=step)
+        if step >= self._first_new_step:
+            self.run.log(dict(scalars), step=step)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         for k, v in summary.items():

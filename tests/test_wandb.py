@@ -307,3 +307,52 @@ def test_a_wandb_error_does_not_fail_the_sweep_comparison(
     text = compare_sweep(str(tmp_path), plots=False, wandb={"mode": "offline"})
     assert text is not None and "| bp |" in text
     assert "compare: W&B: RuntimeError: no wandb service" in capsys.readouterr().err
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path):
+    """A run resumed from its checkpoint (re-run, or requeued after pre-emption)
+    logs to the same W&B run id, so the group does not get a second, partial run;
+    another run directory gets another id."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "logger=wandb",
+        "logger.mode=offline",
+        "model.hidden=[8]",
+        "trainer.epochs=2",
+        "trainer.checkpoint_every=1",
+        "trainer.progress=false",
+    ]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+
+    def ids(d):
+        runs = sorted(
+            glob.glob(os.path.join(glob.escape(str(d)), "wandb", "offline-run-*"))
+        )
+        # offline-run-<date>_<time>-<id>[-<n>]
+        return [os.path.basename(r).split("-")[3] for r in runs]
+
+    for d in ("a", "b"):
+        subprocess.run(
+            [*cmd, f"hydra.run.dir={tmp_path / d}"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    os.remove(tmp_path / "a" / "results.json")  # as if killed after its checkpoint
+    time.sleep(1.1)  # a new offline-run directory name
+    proc = subprocess.run(
+        [*cmd, f"hydra.run.dir={tmp_path / 'a'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming from the checkpoint of epoch 2" in proc.stdout
+    first, again = ids(tmp_path / "a")
+    assert first == again and ids(tmp_path / "b") != [first]
