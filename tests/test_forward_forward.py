@@ -3,7 +3,6 @@ reference, locality, prediction, and learning (a separable toy; digits, slow).""
 
 from __future__ import annotations
 
-import os
 import time
 
 import flax.linen as nn
@@ -25,7 +24,7 @@ from bp_alternatives.rules._forward_forward import (
     sample_wrong_labels,
 )
 from bp_alternatives.trainer import fit
-from tests.conftest import CONFIG_DIR, compose_cfg, to_f64
+from tests.conftest import compose_cfg, to_f64
 
 CE = get_loss("cross_entropy")
 
@@ -529,8 +528,6 @@ def test_layerwise_epochs_per_stage_become_steps():
 
 @pytest.mark.parametrize("experiment", ["hinton2022_ff_mnist", "ff_loewex_mnist"])
 def test_experiment_configs_build_the_rule(experiment):
-    if not os.path.exists(os.path.join(CONFIG_DIR, "data", "mnist.yaml")):
-        pytest.skip("configs/data/mnist.yaml (data=mnist) not added yet")
     from bp_alternatives.train import build_model, build_rule
 
     cfg = compose_cfg([f"experiment={experiment}"])
