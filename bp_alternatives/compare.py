@@ -681,9 +681,13 @@ def _num_stages(runs: Sequence[RunRecord], key: str) -> int:
 def _atomic_text(path: str, text: str) -> None:
     """Write ``text`` to a temp file beside ``path``, then rename it into place."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # a failed write leaves no temp file behind
+            os.remove(tmp)
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
@@ -693,8 +697,12 @@ def _save(fig, out_dir: str, name: str) -> list[str]:
     for ext in ("png", "pdf"):
         p = os.path.join(out_dir, f"{name}.{ext}")
         tmp = os.path.join(out_dir, f".{name}.tmp.{os.getpid()}.{ext}")
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, p)
+        try:
+            fig.savefig(tmp, dpi=120)
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         paths.append(p)
     return paths
 
@@ -784,6 +792,25 @@ def restore_predictor(run: RunRecord):
     return data, jax.jit(scores)
 
 
+def _panel_grid(plt, n: int, height: float, **kwargs):
+    """(figure, its first ``n`` axes): up to 3 panels a row, ``height`` inches each
+    row; the grid's spare axes are hidden."""
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(4 * ncols, height * nrows),
+        squeeze=False,
+        layout="constrained",
+        **kwargs,
+    )
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def _plot_boundaries(plt, by_row, column: str, out_dir: str, name: str) -> list[str]:
     """One panel per row: the first seed's score margin (shading) and decision
     boundary (solid), every other seed's boundary (dashed), the training points."""
@@ -801,17 +828,8 @@ def _plot_boundaries(plt, by_row, column: str, out_dir: str, name: str) -> list[
             panels.append((label, restored))
     if not panels:
         return []
-    n = len(panels)
-    ncols = min(n, 3)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(4 * ncols, 3.6 * nrows),
-        squeeze=False,
-        layout="constrained",
-    )
-    for ax, (label, restored) in zip(axes.flat, panels):
+    fig, axes = _panel_grid(plt, len(panels), 3.6)
+    for ax, (label, restored) in zip(axes, panels):
         data = restored[0][1][0]
         x, y = np.asarray(data.x_train), np.asarray(data.y_train)
         pad = 0.25 * max(float(np.ptp(x[:, 0])), float(np.ptp(x[:, 1])), 1e-3)
@@ -853,8 +871,6 @@ def _plot_boundaries(plt, by_row, column: str, out_dir: str, name: str) -> list[
         ax.scatter(x[:, 0], x[:, 1], c=y, cmap="RdBu_r", edgecolors="k", s=60, zorder=3)
         seeds = ", ".join(str(r.seed) for r, _ in restored)
         ax.set(title=f"{label} (seeds {seeds})", xlabel="x1", ylabel="x2")
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
     fig.suptitle(
         f"{column}: decision boundary (solid: seed "
         f"{panels[0][1][0][0].seed}'s, shaded by its margin; dashed: others)"
@@ -902,18 +918,9 @@ def _plot_stages(
     with_key = {r: v for r, v in by_row.items() if _num_stages(v, key)}
     if not with_key:
         return []
-    n = len(with_key)
-    ncols = min(n, 3)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(4 * ncols, 3.2 * nrows),
-        squeeze=False,
-        layout="constrained",
-        sharey=log,  # gradient norms: one scale, so rows compare at a glance
-    )
-    for ax, (label, runs) in zip(axes.flat, with_key.items()):
+    # gradient norms: one scale (sharey), so rows compare at a glance
+    fig, axes = _panel_grid(plt, len(with_key), 3.2, sharey=log)
+    for ax, (label, runs) in zip(axes, with_key.items()):
         for s in range(_num_stages(runs, key)):
             ep, mean, lo, hi = _series(runs, key, stage=s)
             if log:  # a log axis shows positive values only
@@ -932,8 +939,6 @@ def _plot_stages(
         ax.set(xlabel="epoch", ylabel=title, title=label)
         if ax.get_lines():
             ax.legend(fontsize="x-small")
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
     fig.suptitle(column)
     paths = _save(fig, out_dir, name)
     plt.close(fig)

@@ -276,11 +276,15 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _atomic_write(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # a failed write leaves no temp file behind
+            os.remove(tmp)
 
 
 def _data_mesh(data_parallel: bool, batch_size: int):

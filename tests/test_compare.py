@@ -281,3 +281,23 @@ def test_malformed_results_name_the_file(tmp_path, capsys, content, message):
     assert str(bad) in str(err.value)
     assert main([str(tmp_path), "--no-plots"]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_a_plot_that_fails_half_written_leaves_the_old_file(tmp_path):
+    """_save renders to a temp file and renames it: a crash while rendering keeps the
+    previous plot whole under its name and leaves no temp file."""
+    from bp_alternatives.compare import _save
+
+    old = tmp_path / "curves.png"
+    old.write_bytes(b"\x89PNG the previous, complete plot")
+
+    class Crashing:
+        def savefig(self, path, **kw):
+            with open(path, "wb") as f:
+                f.write(b"\x89PNG half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _save(Crashing(), str(tmp_path), "curves")
+    assert old.read_bytes() == b"\x89PNG the previous, complete plot"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
