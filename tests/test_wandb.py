@@ -333,26 +333,22 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path):
         # offline-run-<date>_<time>-<id>[-<n>]
         return [os.path.basename(r).split("-")[3] for r in runs]
 
-    for d in ("a", "b"):
-        subprocess.run(
+    def train(d: str) -> str:
+        proc = subprocess.run(
             [*cmd, f"hydra.run.dir={tmp_path / d}"],
             cwd=REPO,
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=300,
         )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    train("a")
+    train("b")
     os.remove(tmp_path / "a" / "results.json")  # as if killed after its checkpoint
     time.sleep(1.1)  # a new offline-run directory name
-    proc = subprocess.run(
-        [*cmd, f"hydra.run.dir={tmp_path / 'a'}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "resuming from the checkpoint of epoch 2" in proc.stdout
+    assert "resuming from the checkpoint of epoch 2" in train("a")
     first, again = ids(tmp_path / "a")
     assert first == again and ids(tmp_path / "b") != [first]
