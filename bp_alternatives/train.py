@@ -57,23 +57,24 @@ def build_rule(
     steps_per_epoch: int | None = None,
 ):
     name, kwargs = _split_name(cfg.rule)
-    if kwargs.get("kp_optim") == "run":  # fa's Kolen-Pollack: B runs the run's optim
-        kwargs["kp_optim"] = OmegaConf.to_container(cfg.optim, resolve=True)
-    for key in ("readout_optim", "kp_optim"):
-        o = kwargs.get(key)
-        if isinstance(o, dict) and total_steps is None:
-            if o.get("schedule", "constant") != "constant" and "total_steps" not in o:
-                raise ValueError(
-                    f"rule.{key}.schedule={o['schedule']!r} needs the run's step "
-                    "counts: build_rule(cfg, model, total_steps, steps_per_epoch)"
-                )
-        if isinstance(o, dict) and total_steps is not None:
-            # a rule's own optimizer (ff's read-out, kp's B) follows the run's step
-            # count, so its schedule (e.g. linear_cooldown) spans the same epochs
-            o.setdefault("total_steps", total_steps)
-            o.setdefault("steps_per_epoch", steps_per_epoch)
     if name == "fa" and kwargs.get("feedback") != "kp":
         kwargs.pop("kp_optim", None)  # only kp reads it
+    if kwargs.get("kp_optim") == "run":  # fa's Kolen-Pollack: B runs the run's optim
+        kwargs["kp_optim"] = OmegaConf.to_container(cfg.optim, resolve=True)
+    # a rule's own optimizer (ff's read-out, kp's B) follows the run's step count, so
+    # its schedule (e.g. linear_cooldown) spans the same epochs as optim's
+    for key in ("readout_optim", "kp_optim"):
+        o = kwargs.get(key)
+        if not isinstance(o, dict):
+            continue
+        if total_steps is not None:
+            o.setdefault("total_steps", total_steps)
+            o.setdefault("steps_per_epoch", steps_per_epoch)
+        elif o.get("schedule", "constant") != "constant" and "total_steps" not in o:
+            raise ValueError(
+                f"rule.{key}.schedule={o['schedule']!r} needs the run's step "
+                "counts: build_rule(cfg, model, total_steps, steps_per_epoch)"
+            )
     if name == "ff" and kwargs.get("epochs_per_stage") is not None:
         # layerwise FF in epochs (the unit); the rule counts steps
         eps = int(kwargs.pop("epochs_per_stage"))
