@@ -228,7 +228,16 @@ def test_preempted_job_is_requeued_and_resumes(slurm_conf, tmp_path):
     try:
         job_dir = _wait(
             "the job's submitit folder",
-            lambda: next(sweep_dir.glob(".submitit/[0-9]*"), None),
+            # a directory named by the job id (submitit also writes <uuid>.pkl files
+            # there, some of whose names start with a digit)
+            lambda: next(
+                (
+                    p
+                    for p in sweep_dir.glob(".submitit/*")
+                    if p.is_dir() and p.name.isdigit()
+                ),
+                None,
+            ),
             proc,
             lambda: (tmp_path / "sweep.txt").read_text(),
         )
