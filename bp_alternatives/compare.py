@@ -45,6 +45,9 @@ CHECKPOINT = "checkpoint.msgpack"  # the trainer's last state (TrainState)
 STATUSES = ("ok", "diverged", "failed")
 RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg")
 EXTRAS = ("examples_per_second", "alignment")
+# machine-dependent numbers (examples/s) only on request: --extras speed
+DEFAULT_EXTRAS = ("alignment",)
+EXTRA_ALIASES = {"speed": "examples_per_second"}
 
 # Config keys that never distinguish one table column from another.
 _NOT_A_COLUMN = (
@@ -428,12 +431,16 @@ def _row_key(label: str) -> tuple[int, str]:
     return (RULE_ORDER.index(base) if base in RULE_ORDER else len(RULE_ORDER), label)
 
 
-def build_table(runs: Sequence[RunRecord], extras: Sequence[str] = EXTRAS) -> Table:
+def build_table(
+    runs: Sequence[RunRecord], extras: Sequence[str] = DEFAULT_EXTRAS
+) -> Table:
     """Group ``runs`` by (row, column) into cells."""
+    extras = [EXTRA_ALIASES.get(e, e) for e in extras]
     for e in extras:
         if e not in EXTRAS:
             raise ValueError(
-                f"unknown extra column {e!r}; valid extras: {list(EXTRAS)}"
+                f"unknown extra column {e!r}; valid extras: "
+                f"{list(EXTRAS) + list(EXTRA_ALIASES)}"
             )
     rows = row_labels(runs)
     cols = column_labels(runs)
@@ -1002,11 +1009,16 @@ def log_to_wandb(
 def write_outputs(
     runs: Sequence[RunRecord], table: Table, out_dir: str, plots: bool = True
 ) -> list[str]:
-    """Write ``table.{md,tex,csv}`` and (``plots``) the plots into ``out_dir``;
-    return the plot paths."""
+    """Write ``table.{md,tex,csv}``, the table with statistics
+    (``stats.{md,csv}``, ``paper.tex``: ``report.stats``) and (``plots``) the plots
+    into ``out_dir``; return the plot paths."""
+    from bp_alternatives.report import stats
+
     os.makedirs(out_dir, exist_ok=True)
     for fmt, fn in FORMATS.items():
         _atomic_text(os.path.join(out_dir, f"table.{SUFFIX[fmt]}"), fn(table))
+    for name, text in stats.render_all(table).items():
+        _atomic_text(os.path.join(out_dir, name), text)
     return plot_all(runs, out_dir, table) if plots else []
 
 
@@ -1022,6 +1034,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep or run directories")
     p.add_argument("--format", choices=sorted(FORMATS), default="md")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="print the table with statistics as booktabs LaTeX (dataset over metric)",
+    )
     p.add_argument("--out", help="write the table here instead of printing it")
     p.add_argument(
         "--plots-dir",
@@ -1030,8 +1047,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument(
         "--extras",
-        default=",".join(EXTRAS),
-        help=f"extra columns, comma-separated from {list(EXTRAS)}, or 'none'",
+        default=",".join(DEFAULT_EXTRAS),
+        help="extra columns, comma-separated from "
+        f"{list(EXTRAS) + list(EXTRA_ALIASES)}, or 'none' (speed: examples/s)",
     )
     p.add_argument(
         "--wandb",
@@ -1054,6 +1072,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for message in duplicate_seeds(table):
         print(f"compare: warning: {message}", file=sys.stderr)
     text = FORMATS[args.format](table)
+    if args.paper or args.format == "md":
+        from bp_alternatives.report import stats
+
+        rendered = stats.render_all(table)
+        text = (
+            rendered["paper.tex"] if args.paper else f"{text}\n{rendered['stats.md']}"
+        )
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         _atomic_text(args.out, text)
