@@ -6,6 +6,7 @@ function, so tests call it directly with a composed config.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from bp_alternatives.data import Dataset, load_dataset
 from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model
 from bp_alternatives.optim import make_optimizer
+from bp_alternatives.provenance import provenance
 from bp_alternatives.rules import get_rule
 from bp_alternatives.trainer import fit_seeds
 from bp_alternatives.validation import validate_dataset
@@ -233,6 +235,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
         print(f"already finished, not retraining: {out_dir}")
         return done if multi else done[0]
 
+    start = dt.datetime.now(dt.timezone.utc)
     _enable_compilation_cache(cfg.trainer.get("compilation_cache_dir"))
     data = build_data(cfg)
     model = build_model(cfg, data)
@@ -287,6 +290,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
                 "status": out["status"],
                 "diverged_epoch": out["diverged_epoch"],
                 "config": OmegaConf.to_container(c, resolve=True),
+                "provenance": provenance(start),
             }
             if lead:
                 os.makedirs(d, exist_ok=True)
@@ -294,6 +298,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
             w.write_summary(
                 {f"final/{k}": v for k, v in out["final"].items()}
                 | {k: results[k] for k in _SUMMARY_KEYS}
+                | {f"provenance/{k}": v for k, v in results["provenance"].items()}
             )
             all_results.append(results)
             f = results["final"]
