@@ -45,7 +45,7 @@ def git_state(directory: str | None = None) -> tuple[str | None, bool | None]:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(git("status", "--porcelain"))  # untracked sources count
     except (OSError, subprocess.SubprocessError):
         return None, None
     return commit, dirty

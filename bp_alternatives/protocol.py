@@ -1,0 +1,344 @@
+"""The fair-comparison protocol: each rule at its own best hyperparameters, chosen on
+validation, then several seeds on test.
+
+``run_protocol(cfg, out_dir, compose)`` runs, for every rule of ``cfg.protocol.rules``:
+
+1. **search**: an Optuna study (TPE sampler, seeded) over the declared space
+   (``protocol.space`` plus the rule's own ``protocol.per_rule.<rule>.space``), each
+   trial one training run of ``protocol.budget.epochs`` epochs on the training split
+   minus a validation split (``data.val_fraction``), scored by ``protocol.metric``
+   (a validation metric, maximised) of its best-validation epoch. The study lives in
+   ``<out_dir>/search/study.db`` (SQLite), so a killed search resumes: trials that
+   finished are kept, a trial cut short is re-queued with the same point and its run
+   resumes from its checkpoint (its directory is named after the point);
+2. **select**: the trial with the best validation value (:func:`select_best`; the
+   test split is never read); the search is recorded in
+   ``<out_dir>/search/<rule>/search.json`` (every trial, its value, the chosen point);
+3. **evaluate**: the chosen configuration over ``protocol.seeds`` on test, the seeds
+   trained together under ``vmap`` (``trainer.seeds``), in ``<out_dir>/eval/<rule>``.
+   A re-run retrains nothing that finished (``train.run`` skips finished runs).
+
+Then the table with statistics (``report.stats``) and the figures
+(``report.figures``) go to ``<out_dir>/report/``.
+
+Optuna's own API is used rather than Hydra's Optuna sweeper plugin:
+hydra-optuna-sweeper 1.3.0 pins ``optuna<3`` (2.10.1, whose SQLite storage predates
+SQLAlchemy 2), and one Hydra sweep cannot run a search and then a seed evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bp_alternatives.train import run, write_json
+
+STUDY_DB = "study.db"
+
+
+class ProtocolError(ValueError):
+    """A malformed ``protocol`` config (the message names the field)."""
+
+
+def rule_plan(cfg: DictConfig, rule: str) -> dict[str, Any]:
+    """The search of ``rule``: ``space`` (dotted key -> distribution spec), ``trials``
+    and ``epochs`` -- ``protocol.space`` / ``protocol.budget`` updated by
+    ``protocol.per_rule.<rule>``."""
+    p = OmegaConf.to_container(cfg.protocol, resolve=True)
+    own = (p.get("per_rule") or {}).get(rule) or {}
+    space = dict(p.get("space") or {}) | dict(own.get("space") or {})
+    budget = dict(p.get("budget") or {}) | dict(own.get("budget") or {})
+    for k in ("trials", "epochs"):
+        if not isinstance(budget.get(k), int) or budget[k] < 1:
+            raise ProtocolError(
+                f"protocol.budget.{k} (rule {rule}) must be a positive integer, "
+                f"got {budget.get(k)!r}"
+            )
+    if not space:
+        raise ProtocolError(
+            "protocol.space is empty: declare at least the learning rate, e.g. "
+            "protocol.space={optim.lr:{low:1e-4,high:1e-1,log:true}}"
+        )
+    return {"space": space, "trials": budget["trials"], "epochs": budget["epochs"]}
+
+
+def suggest(trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One point of ``space``: ``{low, high, log}`` -> float, ``{low, high, int: true}``
+    -> int, ``{choices: [...]}`` -> categorical."""
+    point = {}
+    for key, spec in space.items():
+        if "choices" in spec:
+            point[key] = trial.suggest_categorical(key, list(spec["choices"]))
+        elif {"low", "high"} <= set(spec):
+            kind = trial.suggest_int if spec.get("int") else trial.suggest_float
+            point[key] = kind(
+                key, spec["low"], spec["high"], log=bool(spec.get("log", False))
+            )
+        else:
+            raise ProtocolError(
+                f"protocol.space.{key}={dict(spec)}: give {{low, high[, log, int]}} "
+                "or {choices: [...]}"
+            )
+    return point
+
+
+def objective_value(results: Mapping[str, Any], metric: str) -> float | None:
+    """The validation ``metric`` of a finished search run: at its best-validation
+    epoch (results.json ``selected``), else at its last epoch; ``None`` if the run
+    did not finish or has no such number. Only ``val_*`` metrics are accepted: the
+    search never reads the test split."""
+    if not metric.startswith("val_"):
+        raise ProtocolError(
+            f"protocol.metric={metric!r}: the search selects on the validation split "
+            "only; use val_accuracy (or another val_* metric)"
+        )
+    if results.get("status") not in ("ok", "diverged"):
+        return None
+    for part in ("selected", "final"):
+        v = (results.get(part) or {}).get(metric)
+        if isinstance(v, int | float) and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def select_best(trials: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The trial with the highest ``value`` (the validation metric; the first of
+    equals); trials without a value are skipped. ``trials``: ``{"value", "params",
+    ...}`` records as in ``search.json``."""
+    scored = [t for t in trials if t.get("value") is not None]
+    if not scored:
+        raise ProtocolError("no search trial finished with a validation value")
+    return max(scored, key=lambda t: t["value"])
+
+
+def point_dirname(point: Mapping[str, Any]) -> str:
+    """A run directory named after the searched point (``optim.lr=0.00123``)."""
+    parts = [
+        f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()
+    ]
+    return ",".join(parts).replace("/", "_") or "default"
+
+
+def configure(
+    base: DictConfig, point: Mapping[str, Any], protocol: Mapping[str, Any]
+) -> DictConfig:
+    """``base`` with the searched ``point`` applied and ``protocol`` recorded (the
+    ``protocol`` node every run of the protocol carries; the table reads it)."""
+    cfg = base.copy()
+    with open_dict(cfg):
+        for key, value in point.items():
+            if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+                raise ProtocolError(
+                    f"protocol.space.{key}: no such config key for rule "
+                    f"{cfg.rule.name}; use a key of the composed config (optim.lr, "
+                    "rule.scale, ...) or declare it under protocol.per_rule"
+                )
+            OmegaConf.update(cfg, key, value, merge=False)
+        cfg.protocol = dict(protocol)
+    return cfg
+
+
+def _run_trial(cfg: DictConfig, run_dir: str, metric: str) -> float | None:
+    try:
+        results = run(cfg, out_dir=run_dir)
+    except Exception as e:  # a trial that raises is a failed trial, not a failed search
+        print(f"[protocol] trial in {run_dir} failed: {type(e).__name__}: {e}")
+        return None
+    return objective_value(results, metric)
+
+
+def open_study(search_dir: str, rule: str, sampler_seed: int, startup: int):
+    """The rule's study in ``<search_dir>/study.db`` (created or resumed). Trials left
+    ``RUNNING`` by a killed search are marked failed and their points re-queued, so
+    the budget is spent on finished trials only (one protocol process per
+    directory)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.makedirs(search_dir, exist_ok=True)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{os.path.abspath(os.path.join(search_dir, STUDY_DB))}"
+    )
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup)
+    study = optuna.create_study(
+        storage=storage,
+        sampler=sampler,
+        study_name=rule,
+        direction="maximize",
+        load_if_exists=True,
+    )
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        print(f"[protocol] {rule}: trial {t.number} was cut short; re-queued")
+    return study
+
+
+def _spent(study) -> int:
+    """Trials that count against the budget: finished, or failed by their run."""
+    from optuna.trial import TrialState
+
+    return sum(
+        t.state == TrialState.COMPLETE
+        or (t.state == TrialState.FAIL and bool(t.user_attrs.get("run_failed")))
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def search(
+    base: DictConfig, rule: str, plan: Mapping[str, Any], out_dir: str
+) -> dict[str, Any]:
+    """Search ``rule``'s space (``plan`` from :func:`rule_plan`) on validation; write
+    and return ``search.json``: the trials, their values and the chosen point."""
+    p = base.protocol
+    metric = str(p.metric)
+    search_dir = os.path.join(out_dir, "search")
+    rule_dir = os.path.join(search_dir, rule)
+    study = open_study(
+        search_dir, rule, int(p.sampler_seed), int(p.get("startup_trials") or 4)
+    )
+    record = {"stage": "search", "metric": metric, "epochs": plan["epochs"]}
+
+    def objective(trial) -> float:
+        point = suggest(trial, plan["space"])
+        cfg = configure(base, point, record)
+        with open_dict(cfg):
+            cfg.trainer.epochs = plan["epochs"]
+            cfg.trainer.seeds = None
+            cfg.seed = int(p.search_seed)
+        run_dir = os.path.join(rule_dir, point_dirname(point))
+        trial.set_user_attr("run_dir", os.path.relpath(run_dir, out_dir))
+        value = _run_trial(cfg, run_dir, metric)
+        print(f"[protocol] {rule} trial {trial.number}: {point} -> {metric}={value}")
+        if value is None:
+            trial.set_user_attr("run_failed", True)
+            return math.nan  # Optuna marks the trial failed
+        return value
+
+    remaining = plan["trials"] - _spent(study)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining)
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "value": t.value,
+            "run_dir": t.user_attrs.get("run_dir"),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    best = select_best(trials)
+    summary = {
+        "rule": rule,
+        "metric": metric,
+        "direction": "maximize",
+        "sampler": f"TPE (seed {int(p.sampler_seed)})",
+        "space": plan["space"],
+        "budget": {"trials": plan["trials"], "epochs": plan["epochs"]},
+        "trials": trials,
+        "chosen": {"number": best["number"], "params": best["params"]}
+        | {"value": best["value"]},
+    }
+    os.makedirs(rule_dir, exist_ok=True)
+    write_json(os.path.join(rule_dir, "search.json"), summary)
+    return summary
+
+
+def evaluate(base: DictConfig, found: Mapping[str, Any], out_dir: str) -> list:
+    """The chosen point of ``found`` (a ``search.json``) over ``protocol.seeds`` on
+    test, the seeds under ``vmap``; finished seeds are not retrained."""
+    p = base.protocol
+    record = {
+        "stage": "eval",
+        "chosen": found["chosen"]["params"],
+        "trials": found["budget"]["trials"],
+        "epochs": found["budget"]["epochs"],
+        "metric": found["metric"],
+    }
+    cfg = configure(base, found["chosen"]["params"], record)
+    with open_dict(cfg):
+        cfg.trainer.seeds = [int(s) for s in p.seeds]
+        cfg.row = found["rule"]
+        cfg.column = cfg.get("column") or cfg.data.name
+    return run(cfg, out_dir=os.path.join(out_dir, "eval", found["rule"]))
+
+
+def run_protocol(
+    cfg: DictConfig, out_dir: str, compose: Callable[[str], DictConfig]
+) -> dict[str, dict[str, Any]]:
+    """Search, select and evaluate every rule of ``cfg.protocol.rules``
+    (``compose(rule)``: the run config of that rule), then write the report. Return
+    each rule's ``search.json``."""
+    if "protocol" not in cfg:
+        raise ProtocolError(
+            "no protocol section in the config: run it with an experiment that "
+            "declares one, e.g. experiment=protocol_digits"
+        )
+    val = OmegaConf.select(cfg, "data.val_fraction", default=None)
+    if not val:
+        raise ProtocolError(
+            f"data.val_fraction={val}: the search needs a validation split carved "
+            "from train; set e.g. data.val_fraction=0.2"
+        )
+    found = {}
+    for rule in cfg.protocol.rules:
+        base = compose(str(rule))
+        found[rule] = search(base, str(rule), rule_plan(base, str(rule)), out_dir)
+        chosen = found[rule]["chosen"]
+        print(
+            f"[protocol] {rule}: chose {chosen['params']} "
+            f"({found[rule]['metric']}={chosen['value']:.4f}, trial {chosen['number']})"
+        )
+    for rule in cfg.protocol.rules:
+        evaluate(compose(str(rule)), found[rule], out_dir)
+    write_report(out_dir, found)
+    return found
+
+
+def write_report(out_dir: str, found: Mapping[str, Mapping[str, Any]]) -> str:
+    """The table with statistics, the search summary and the figures in
+    ``<out_dir>/report/``; return the Markdown table."""
+    from bp_alternatives.compare import build_table, load_runs
+    from bp_alternatives.report import stats
+
+    report = os.path.join(out_dir, "report")
+    os.makedirs(report, exist_ok=True)
+    runs = load_runs([os.path.join(out_dir, "eval")])
+    table = build_table(runs)
+    files = stats.render_all(table) | {"search.md": search_markdown(found)}
+    for name, text in files.items():
+        with open(os.path.join(report, name), "w") as f:
+            f.write(text)
+    try:
+        from bp_alternatives.report import figures
+
+        figures.write_all(runs, found, report)
+    except ImportError:
+        pass
+    print(f"\n{files['search.md']}\n{files['stats.md']}\n[protocol] report: {report}/")
+    return files["stats.md"]
+
+
+def search_markdown(found: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per rule: the budget, the chosen point and its validation value."""
+    lines = [
+        "| rule | trials × epochs | finished | chosen | validation |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for rule, f in found.items():
+        done = sum(t["value"] is not None for t in f["trials"])
+        chosen = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in f["chosen"]["params"].items()
+        )
+        lines.append(
+            f"| {rule} | {f['budget']['trials']} × {f['budget']['epochs']} | {done} | "
+            f"{chosen} | {f['metric']}={f['chosen']['value']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"

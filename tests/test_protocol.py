@@ -1,0 +1,160 @@
+"""The protocol (bp_alternatives.protocol): selection on validation only, the search
+resumes after a kill, the evaluation over seeds."""
+
+from __future__ import annotations
+
+import os
+
+import optuna
+import pytest
+from omegaconf import open_dict
+
+from bp_alternatives import protocol
+from bp_alternatives.protocol import (
+    ProtocolError,
+    objective_value,
+    open_study,
+    search,
+    select_best,
+)
+from tests.conftest import compose_cfg
+
+SPACE = {"optim.lr": {"low": 1e-4, "high": 1e-1, "log": True}}
+
+
+def _results(val: float, test: float) -> dict:
+    return {
+        "status": "ok",
+        "final": {"val_accuracy": val, "test_accuracy": test},
+        "selected": {"epoch": 1, "val_accuracy": val, "test_accuracy": test},
+    }
+
+
+def test_selection_never_reads_test():
+    # trial 1 has the best test accuracy and the worst validation accuracy
+    runs = [_results(0.90, 0.50), _results(0.50, 0.99), _results(0.70, 0.60)]
+    trials = [
+        {"number": i, "value": objective_value(r, "val_accuracy"), "params": {}}
+        for i, r in enumerate(runs)
+    ]
+    assert [t["value"] for t in trials] == [0.90, 0.50, 0.70]
+    assert select_best(trials)["number"] == 0
+    with pytest.raises(ProtocolError, match="validation split only"):
+        objective_value(runs[0], "test_accuracy")
+    # no validation number: no value, whatever the test split says
+    assert (
+        objective_value(
+            {"status": "ok", "final": {"test_accuracy": 1.0}}, "val_accuracy"
+        )
+        is None
+    )
+    assert objective_value({"status": "failed"}, "val_accuracy") is None
+
+
+def _base(**protocol_overrides):
+    cfg = compose_cfg(["data.val_fraction=0.2", "model.hidden=[4]"])
+    with open_dict(cfg):
+        cfg.protocol = {
+            "rules": ["bp"],
+            "seeds": [0, 1],
+            "metric": "val_accuracy",
+            "search_seed": 0,
+            "sampler_seed": 0,
+            "startup_trials": 2,
+            "budget": {"trials": 3, "epochs": 1},
+            "space": SPACE,
+        } | protocol_overrides
+    return cfg
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """``protocol.run`` replaced: validation rises with lr, test falls with it."""
+    calls = []
+
+    def run(cfg, out_dir):
+        lr = float(cfg.optim.lr)
+        calls.append((lr, out_dir, int(cfg.trainer.epochs), cfg.protocol.stage))
+        return _results(val=lr, test=1.0 - lr)
+
+    monkeypatch.setattr(protocol, "run", run)
+    return calls
+
+
+def test_search_chooses_on_validation_and_records(tmp_path, fake_run):
+    base = _base()
+    found = search(base, "bp", protocol.rule_plan(base, "bp"), str(tmp_path))
+    lrs = [c[0] for c in fake_run]
+    assert len(lrs) == 3 and {c[2] for c in fake_run} == {1}  # budget epochs
+    assert found["chosen"]["params"]["optim.lr"] == max(lrs)  # best val, worst test
+    assert [t["value"] for t in found["trials"]] == lrs
+    assert os.path.exists(tmp_path / "search" / "bp" / "search.json")
+    assert os.path.exists(tmp_path / "search" / protocol.STUDY_DB)
+    # run directories are named after the point, so a retried point resumes its run
+    assert fake_run[0][1].endswith(protocol.point_dirname({"optim.lr": lrs[0]}))
+
+
+def test_killed_search_resumes(tmp_path, fake_run):
+    base = _base(budget={"trials": 2, "epochs": 1})
+    search(base, "bp", protocol.rule_plan(base, "bp"), str(tmp_path))
+    # a trial cut short by a kill: asked for, never told
+    study = open_study(str(tmp_path / "search"), "bp", 0, 2)
+    cut = study.ask()
+    cut.suggest_float("optim.lr", 1e-4, 1e-1, log=True)
+    fake_run.clear()
+    base = _base(budget={"trials": 3, "epochs": 1})
+    found = search(base, "bp", protocol.rule_plan(base, "bp"), str(tmp_path))
+    # the two finished trials are not rerun; the cut one is retried at its point
+    assert [c[0] for c in fake_run] == [cut.params["optim.lr"]]
+    states = [t["state"] for t in found["trials"]]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
+    # and a third call has nothing left to do
+    fake_run.clear()
+    search(base, "bp", protocol.rule_plan(base, "bp"), str(tmp_path))
+    assert fake_run == []
+
+
+def test_bad_protocol_configs_name_the_field():
+    with pytest.raises(ProtocolError, match="protocol.budget.trials"):
+        protocol.rule_plan(_base(budget={"trials": 0, "epochs": 1}), "bp")
+    with pytest.raises(ProtocolError, match="protocol.space is empty"):
+        protocol.rule_plan(_base(space={}), "bp")
+    with pytest.raises(ProtocolError, match="protocol.space.optim.nope"):
+        protocol.configure(_base(), {"optim.nope": 1.0}, {})
+    with pytest.raises(ProtocolError, match="data.val_fraction"):
+        cfg = _base()
+        cfg.data.val_fraction = 0.0
+        protocol.run_protocol(cfg, "unused", compose=lambda rule: cfg)
+
+
+@pytest.mark.slow
+def test_protocol_end_to_end_then_nothing_retrained(tmp_path):
+    """Real tiny runs: search, evaluation over 2 vmapped seeds, the report; a re-run
+    trains nothing."""
+    cfg = _base(budget={"trials": 2, "epochs": 1})
+    with open_dict(cfg):
+        cfg.trainer.epochs = 2
+        cfg.trainer.batch_size = 256
+
+    def compose(rule):
+        c = cfg.copy()
+        c.rule.name = rule
+        return c
+
+    protocol.run_protocol(cfg, str(tmp_path), compose)
+    seed_dirs = [tmp_path / "eval" / "bp" / f"seed={s}" for s in (0, 1)]
+    results = [d / "results.json" for d in seed_dirs]
+    assert all(p.exists() for p in results)
+    stamps = [p.stat().st_mtime_ns for p in results]
+    md = (tmp_path / "report" / "stats.md").read_text()
+    assert "| bp |" in md and "optim.lr=" in md and "2 trials × 1 epochs" in md
+    protocol.run_protocol(cfg, str(tmp_path), compose)
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert (
+        optuna.load_study(
+            study_name="bp", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}"
+        )
+        .trials[-1]
+        .number
+        == 1
+    )
