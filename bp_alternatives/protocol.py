@@ -305,7 +305,7 @@ def write_report(out_dir: str, found: Mapping[str, Mapping[str, Any]]) -> str:
     """The table with statistics, the search summary and the figures in
     ``<out_dir>/report/``; return the Markdown table."""
     from bp_alternatives.compare import build_table, load_runs
-    from bp_alternatives.report import stats
+    from bp_alternatives.report import figures, stats
 
     report = os.path.join(out_dir, "report")
     os.makedirs(report, exist_ok=True)
@@ -315,12 +315,7 @@ def write_report(out_dir: str, found: Mapping[str, Mapping[str, Any]]) -> str:
     for name, text in files.items():
         with open(os.path.join(report, name), "w") as f:
             f.write(text)
-    try:
-        from bp_alternatives.report import figures
-
-        figures.write_all(runs, found, report)
-    except ImportError:
-        pass
+    figures.write_all(runs, found, report)
     print(f"\n{files['search.md']}\n{files['stats.md']}\n[protocol] report: {report}/")
     return files["stats.md"]
 

@@ -48,10 +48,11 @@ def summarise(values: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     out |= {"std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     if n >= 2:
         std = float(x.std(ddof=1))
-        lo, hi = sps.t.interval(confidence, n - 1, loc=out["mean"], scale=std / n**0.5)
-        out |= {"std": std, "ci_low": float(lo), "ci_high": float(hi)}
-        if std == 0.0:  # t.interval with scale 0 is nan; the interval is the point
-            out |= {"ci_low": out["mean"], "ci_high": out["mean"]}
+        out |= {"std": std, "ci_low": out["mean"], "ci_high": out["mean"]}
+        if std > 0:  # no spread: the interval is the point
+            sem = std / n**0.5
+            lo, hi = sps.t.interval(confidence, n - 1, loc=out["mean"], scale=sem)
+            out |= {"ci_low": float(lo), "ci_high": float(hi)}
     return out
 
 

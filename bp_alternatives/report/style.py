@@ -1,0 +1,137 @@
+"""One look for every figure: a fixed colour and line style per rule, a sequential
+colormap for stages, integer epoch ticks, captions in a file beside each figure.
+
+Colours: the Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design"), safe
+for the common colour-vision deficiencies; each rule also has its own line style, so
+figures read in greyscale too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+# Okabe & Ito (2008): the eight colours of "Color Universal Design"
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky blue": "#56B4E9",
+    "bluish green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish purple": "#CC79A7",
+}
+RULE_STYLE = {
+    "bp": {"color": OKABE_ITO["black"], "linestyle": "-", "marker": "o"},
+    "manual_bp": {
+        "color": OKABE_ITO["sky blue"],
+        "linestyle": (0, (1, 1)),
+        "marker": "x",
+    },
+    "fa": {"color": OKABE_ITO["orange"], "linestyle": "--", "marker": "s"},
+    "dfa": {"color": OKABE_ITO["bluish green"], "linestyle": "-.", "marker": "^"},
+    "ff": {
+        "color": OKABE_ITO["vermillion"],
+        "linestyle": (0, (5, 1, 1, 1, 1, 1)),
+        "marker": "D",
+    },
+    "sg": {"color": OKABE_ITO["blue"], "linestyle": (0, (3, 1, 1, 1)), "marker": "v"},
+}
+_SPARE = [OKABE_ITO[k] for k in ("reddish purple", "yellow")]
+STAGE_CMAP = "viridis"  # sequential: stage 1 ... stage L in order
+RULE_ORDER = tuple(RULE_STYLE)
+RC = {
+    "figure.dpi": 120,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.6,
+}
+
+
+def rule_style(rule: str) -> dict:
+    """Colour, line style and marker of ``rule`` (``bp (remat=true)`` -> bp's); a
+    rule outside the table gets a spare colour, always the same for that name."""
+    base = rule.split(" (")[0]
+    if base in RULE_STYLE:
+        return dict(RULE_STYLE[base])
+    i = sum(map(ord, base)) % len(_SPARE)
+    return {"color": _SPARE[i], "linestyle": ":", "marker": "P"}
+
+
+def rule_key(rule: str) -> tuple[int, str]:
+    """Sort key: the table's rule order, other rules after it."""
+    base = rule.split(" (")[0]
+    return (RULE_ORDER.index(base) if base in RULE_ORDER else len(RULE_ORDER), rule)
+
+
+def stage_colors(n: int) -> list:
+    """``n`` colours in stage order from the sequential :data:`STAGE_CMAP`."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[STAGE_CMAP]
+    return [cmap(0.1 + 0.8 * i / max(n - 1, 1)) for i in range(n)]
+
+
+def integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend with :data:`RC` applied."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(RC)
+    return plt
+
+
+def save(fig, out_dir: str, name: str, caption: str) -> list[str]:
+    """``<name>.png``, ``<name>.pdf`` and the caption ``<name>.txt`` in ``out_dir``,
+    each written to a temp file and renamed into place."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths: list[str] = []
+    for ext in ("png", "pdf", "txt"):
+        path = os.path.join(out_dir, f"{name}.{ext}")
+        tmp = os.path.join(out_dir, f".{name}.tmp.{os.getpid()}.{ext}")
+        try:
+            if ext == "txt":
+                with open(tmp, "w") as f:
+                    f.write(caption.strip() + "\n")
+            else:
+                fig.savefig(tmp, bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        paths.append(path)
+    return paths
+
+
+def legend_below(fig, axes: Sequence, ncol: int | None = None) -> None:
+    """One legend for the figure, below the panels, from the first axes' lines."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=ncol or min(len(labels), 6),
+        )
