@@ -158,3 +158,16 @@ def test_protocol_end_to_end_then_nothing_retrained(tmp_path):
         .number
         == 1
     )
+
+
+def test_digits_validation_split_is_carved_from_train():
+    from bp_alternatives.data import load_digits
+
+    full, split = load_digits(), load_digits(val_fraction=0.2)
+    assert full.x_val is None and len(full.x_train) == 1437
+    assert (len(split.x_train), len(split.x_val)) == (1150, 287)
+    assert (split.y_test == full.y_test).all()  # the test split is untouched
+    rows = {r.tobytes() for r in split.x_train}
+    assert not any(r.tobytes() in rows for r in split.x_val)
+    with pytest.raises(ValueError, match="data.val_fraction"):
+        load_digits(val_fraction=1.0)
