@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -177,12 +178,18 @@ def display_frame(frame: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
             out.setdefault((c, metric), {})[label] = text
     hp = frame.drop_duplicates("row").set_index("row")["hyperparameters"]
     out[("", "hyperparameters")] = {
-        (SHORT.get(r, r) if paper else r): v for r, v in hp.items()
+        (SHORT.get(r, r) if paper else r): (_short_keys(v) if paper else v)
+        for r, v in hp.items()
     }
     df = pd.DataFrame(out).reindex(rows).fillna("–")
     df.columns = pd.MultiIndex.from_tuples(df.columns, names=["dataset", "metric"])
     df.index.name = "rule"
     return df
+
+
+def _short_keys(text: str) -> str:
+    """``optim.lr=0.001, rule.synth_lr=1e-4`` -> ``lr=0.001, synth_lr=1e-4``."""
+    return re.sub(r"\b(optim|rule)\.", "", text)
 
 
 def caption(frame: pd.DataFrame, table: Table, baseline: str = BASELINE) -> str:
