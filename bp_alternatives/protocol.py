@@ -164,14 +164,13 @@ def open_study(search_dir: str, rule: str, sampler_seed: int, startup: int):
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{os.path.abspath(os.path.join(search_dir, STUDY_DB))}"
     )
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup)
     study = optuna.create_study(
-        storage=storage,
-        sampler=sampler,
-        study_name=rule,
-        direction="maximize",
-        load_if_exists=True,
+        storage=storage, study_name=rule, direction="maximize", load_if_exists=True
     )
+    # a resumed study must not replay the sampler's random stream from its start
+    # (it would propose the points it already tried): seed + trials so far
+    seed = sampler_seed + len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})

@@ -171,3 +171,14 @@ def test_digits_validation_split_is_carved_from_train():
     assert not any(r.tobytes() in rows for r in split.x_val)
     with pytest.raises(ValueError, match="data.val_fraction"):
         load_digits(val_fraction=1.0)
+
+
+def test_resumed_search_proposes_new_points(tmp_path, fake_run):
+    """A study resumed in a new process (a fresh sampler) does not replay the points
+    its seeded sampler drew before."""
+    lrs = []
+    for trials in range(1, 7):  # one process per trial: the worst case
+        base = _base(budget={"trials": trials, "epochs": 1}, startup_trials=3)
+        search(base, "bp", protocol.rule_plan(base, "bp"), str(tmp_path))
+        lrs = [c[0] for c in fake_run]
+    assert len(lrs) == 6 and len(set(lrs)) == 6, lrs
