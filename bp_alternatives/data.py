@@ -38,44 +38,54 @@ class Dataset(NamedTuple):
     y_val: np.ndarray | None = None
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray):
+def _standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Per-feature standardisation with statistics of the training split only."""
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)  # constant pixels (digits' borders) stay 0
-    return (x_train - mean) / std, (x_test - mean) / std
+    return [(x - mean) / std for x in (x_train, *others)]
 
 
 def load_digits(
-    test_size: int = 360, standardise: bool = True, split_seed: int = 0
+    test_size: int = 360,
+    standardise: bool = True,
+    split_seed: int = 0,
+    val_fraction: float = 0.0,
 ) -> Dataset:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes).
 
     Embedded with scikit-learn, so it never downloads. The train/test split is fixed
     (a permutation from ``split_seed``, 1437 train / 360 test by default), so every
-    rule and seed sees the same split. Inputs are flat (64 features), standardised with
-    the training split's per-pixel mean and std.
+    rule and seed sees the same split. ``val_fraction`` > 0 carves that share of the
+    training split (the permutation's next examples) off as ``x_val`` / ``y_val``; the
+    test split is unchanged. Inputs are flat (64 features), standardised with the
+    training split's per-pixel mean and std. Raises ``ValueError`` when
+    ``val_fraction`` is outside ``[0, 1)``.
     """
     from sklearn.datasets import load_digits as _sk_load_digits
 
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     bunch = _sk_load_digits()
     x = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int32)
     perm = np.random.RandomState(split_seed).permutation(len(x))
     test, train = perm[:test_size], perm[test_size:]
-    x_train, x_test = x[train], x[test]
-    if standardise:
-        x_train, x_test = _standardise(x_train, x_test)
-    else:
-        x_train, x_test = x_train / 16.0, x_test / 16.0
+    n_val = int(round(float(val_fraction) * len(train)))
+    val, train = train[:n_val], train[n_val:]
+    xs = [x[train], x[test], x[val]]
+    xs = _standardise(*xs) if standardise else [v / 16.0 for v in xs]
+    x_train, x_test, x_val = (v.astype(np.float32) for v in xs)
     return Dataset(
-        x_train.astype(np.float32),
+        x_train,
         y[train],
-        x_test.astype(np.float32),
+        x_test,
         y[test],
         num_classes=10,
         input_shape=(64,),
         name="digits",
+        x_val=x_val if n_val else None,
+        y_val=y[val] if n_val else None,
     )
 
 
