@@ -101,7 +101,9 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
     """``eval_fn(params, rule_state, x, y) -> {loss, accuracy, accuracy/<mode>...}``.
 
     Evaluates in chunks of ``chunk`` examples (``lax.map``), padding the last one and
-    masking the padding out, so large test sets never materialise at once.
+    masking the padding out, so large test sets never materialise at once. When any
+    output or score of the split is not finite every accuracy is NaN (null in
+    results.json): ``argmax`` of a NaN row is 0, a class, not a prediction.
     """
 
     def scores_fn(params, rule_state, x):
@@ -126,7 +128,12 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
                 out = rule.eval_output(params, rule_state, xc)
             per_example = jax.vmap(lambda o, t: loss.value(o[None], t[None]))(out, yc)
             res = {"loss": jnp.sum(per_example * m)}
-            for mode, s in scores_fn(params, rule_state, xc).items():
+            scores = scores_fn(params, rule_state, xc)
+            res["nonfinite"] = sum(  # real examples with a non-finite output
+                jnp.sum(~jnp.all(jnp.isfinite(o.reshape(c, -1)), axis=1) & m)
+                for o in (out, *scores.values())
+            )
+            for mode, s in scores.items():
                 correct = (jnp.argmax(s, axis=-1) == yc) * m
                 res["accuracy" + (f"/{mode}" if mode else "")] = jnp.sum(correct)
             return res
@@ -134,7 +141,11 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
         sums = jax.lax.map(
             one, (xp.reshape(nchunks, c, *x.shape[1:]), yp.reshape(nchunks, c), mask)
         )
+        finite = jnp.sum(sums.pop("nonfinite")) == 0
         res = {k: jnp.sum(v) / n for k, v in sums.items()}
+        for k in res:
+            if k.startswith("accuracy"):
+                res[k] = jnp.where(finite, res[k], jnp.nan)
         modes = [k for k in res if k.startswith("accuracy/")]
         if "accuracy" not in res and modes:  # the first prediction mode is the headline
             res["accuracy"] = res[modes[0]]
@@ -519,7 +530,7 @@ def _fit(
             histories[s].append(entry)
             # the same columns live and when a resumed run replays its history
             writers[s].write_scalars(epoch, _flat_scalars(entry))
-            if not finite or entry["train_loss"] is None:
+            if not finite:
                 diverged[s] = epoch
         if bar:
             e = histories[0][-1]
@@ -590,5 +601,11 @@ def _history_entry(
     entry = _to_python(entry)
     entry["epoch"] = epoch
     entry["epoch_seconds"] = dt
-    entry["finite"] = finite and entry["step_loss"] is not None
+    entry["finite"] = finite = (
+        finite and entry["step_loss"] is not None and entry["train_loss"] is not None
+    )
+    if not finite:  # a diverged epoch predicts nothing, on any split
+        for k in entry:
+            if "accuracy" in k:
+                entry[k] = None
     return entry
