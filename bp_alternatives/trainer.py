@@ -374,16 +374,18 @@ def fit_seeds(
     batched: bool = True,
     **kwargs,
 ) -> list[dict[str, Any]]:
-    """Train one model per key in a single compiled program (``vmap`` over seeds).
+    """Train one model per key in a single compiled program (``vmap`` over seeds;
+    a ``lax.map`` for PRNG implementations other than threefry: :func:`seed_axis`).
 
     Returns one results dict per key, equal (to float rounding) to separate
-    :func:`fit` runs. Options: ``probe_size`` (examples in the alignment probe),
-    ``eval_chunk`` (evaluation batch), ``writers`` (one ``MetricWriter`` per key),
-    ``progress``, ``data_parallel`` (shard each batch over ``jax.devices()`` with a
-    ``Mesh`` + ``NamedSharding``; params replicated, so XLA all-reduces the
-    gradients), ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last
-    checkpoint in ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a
-    checkpoint written under another tag is refused: :class:`Checkpointer`).
+    :func:`fit` runs, whatever other keys share the program. Options:
+    ``probe_size`` (examples in the alignment probe), ``eval_chunk`` (evaluation
+    batch), ``writers`` (one ``MetricWriter`` per key), ``progress``,
+    ``data_parallel`` (shard each batch over ``jax.devices()`` with a ``Mesh`` +
+    ``NamedSharding``; params replicated, so XLA all-reduces the gradients),
+    ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last checkpoint in
+    ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a checkpoint written
+    under another tag is refused: :class:`Checkpointer`).
     """
     return _fit(
         model,
@@ -447,21 +449,19 @@ def _fit(
     epoch_fn = make_epoch_fn(rule, optimizer, n, batch_size, batch_sharding)
     eval_fn = make_eval_fn(model, loss, rule, eval_chunk)
     probe_fn = with_alignment(rule, model, loss).update
+    fold = jax.random.fold_in
     if batched:  # a leading seed axis on state and keys; data shared
-        init = jax.vmap(init)
-        epoch_fn = jax.vmap(epoch_fn, in_axes=(0, None, None, 0, None))
-        eval_fn = jax.vmap(eval_fn, in_axes=(0, 0, None, None))
-        probe_fn = jax.vmap(probe_fn, in_axes=(0, 0, None, 0))
+        over = seed_axis(keys_arr)
+        init = over(init, (0,))
+        epoch_fn = over(epoch_fn, (0, None, None, 0, None))
+        eval_fn = over(eval_fn, (0, 0, None, None))
+        probe_fn = over(probe_fn, (0, 0, None, 0))
+        fold = over(fold, (0, None))
         seed_keys = keys_arr
     else:
         seed_keys = keys_arr[0]
     epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
     eval_fn, probe_fn = jax.jit(eval_fn), jax.jit(probe_fn)
-    fold = (
-        jax.vmap(jax.random.fold_in, in_axes=(0, None))
-        if batched
-        else (jax.random.fold_in)
-    )
     probe_key, train_key = fold(seed_keys, 2), fold(seed_keys, 3)
     state = init(seed_keys)
     if mesh:  # every input of the compiled programs on the (possibly global) mesh
@@ -566,6 +566,39 @@ def _fit(
             }
         )
     return results
+
+
+def seed_axis(keys: jax.Array) -> Callable:
+    """``over(f, in_axes)``: ``f`` over a leading seed axis (``in_axes``: 0 or None
+    per argument), such that each seed's numbers do not depend on the other seeds.
+
+    ``jax.vmap`` for the ``threefry2x32`` PRNG. Any other implementation (``rbg``,
+    ``unsafe_rbg``: ``jax_default_prng_impl``) gets a ``lax.map``, one seed after the
+    other in the same program: JAX batches their ``rng_bit_generator`` by drawing
+    every seed's bits from one of the keys (jax-ml/jax#19085, PR #20094), so under
+    ``vmap`` a seed's run would change with the seeds beside it.
+    """
+    impl = str(jax.random.key_impl(keys))
+    if impl == "threefry2x32":
+        return lambda f, in_axes: jax.vmap(f, in_axes=in_axes)
+    print(
+        f"PRNG {impl}: the seeds run one after another in one program (lax.map), "
+        "as vmap would draw every seed's random bits from one key"
+    )
+    return _map_over_seeds
+
+
+def _map_over_seeds(f: Callable, in_axes: tuple[int | None, ...]) -> Callable:
+    """``jax.vmap(f, in_axes)`` computed as a ``lax.map`` over the seed axis."""
+
+    def mapped(*args):
+        def one(per_seed):
+            it = iter(per_seed)
+            return f(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
+
+        return jax.lax.map(one, tuple(a for a, ax in zip(args, in_axes) if ax == 0))
+
+    return mapped
 
 
 def _select_on_validation(history: list[dict[str, Any]]) -> dict[str, Any] | None:
