@@ -38,12 +38,12 @@ class Dataset(NamedTuple):
     y_val: np.ndarray | None = None
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray):
+def _standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Per-feature standardisation with statistics of the training split only."""
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)  # constant pixels (digits' borders) stay 0
-    return (x_train - mean) / std, (x_test - mean) / std
+    return [(x - mean) / std for x in (x_train, *others)]
 
 
 def load_digits(
@@ -56,13 +56,11 @@ def load_digits(
 
     Embedded with scikit-learn, so it never downloads. The train/test split is fixed
     (a permutation from ``split_seed``, 1437 train / 360 test by default), so every
-    rule and seed sees the same split. ``val_fraction`` > 0 carves that fraction of
-    the training split (rounded; the same permutation) into ``x_val`` / ``y_val``; the
-    test split is untouched. Inputs are flat (64 features), standardised with the
-    (remaining) training split's per-pixel mean and std.
-
-    Raises:
-      ValueError: ``val_fraction`` outside [0, 1).
+    rule and seed sees the same split. ``val_fraction`` > 0 carves that share of the
+    training split (the permutation's next examples) off as ``x_val`` / ``y_val``; the
+    test split is unchanged. Inputs are flat (64 features), standardised with the
+    training split's per-pixel mean and std. Raises ``ValueError`` when
+    ``val_fraction`` is outside ``[0, 1)``.
     """
     from sklearn.datasets import load_digits as _sk_load_digits
 
@@ -75,21 +73,18 @@ def load_digits(
     test, train = perm[:test_size], perm[test_size:]
     n_val = int(round(float(val_fraction) * len(train)))
     val, train = train[:n_val], train[n_val:]
-    x_train, x_test, x_val = x[train], x[test], x[val]
-    if standardise:
-        _, x_val = _standardise(x_train, x_val)
-        x_train, x_test = _standardise(x_train, x_test)
-    else:
-        x_train, x_test, x_val = x_train / 16.0, x_test / 16.0, x_val / 16.0
+    xs = [x[train], x[test], x[val]]
+    xs = _standardise(*xs) if standardise else [v / 16.0 for v in xs]
+    x_train, x_test, x_val = (v.astype(np.float32) for v in xs)
     return Dataset(
-        x_train.astype(np.float32),
+        x_train,
         y[train],
-        x_test.astype(np.float32),
+        x_test,
         y[test],
         num_classes=10,
         input_shape=(64,),
         name="digits",
-        x_val=x_val.astype(np.float32) if n_val else None,
+        x_val=x_val if n_val else None,
         y_val=y[val] if n_val else None,
     )
 

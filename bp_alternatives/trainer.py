@@ -101,7 +101,9 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
     """``eval_fn(params, rule_state, x, y) -> {loss, accuracy, accuracy/<mode>...}``.
 
     Evaluates in chunks of ``chunk`` examples (``lax.map``), padding the last one and
-    masking the padding out, so large test sets never materialise at once.
+    masking the padding out, so large test sets never materialise at once. When any
+    output or score of the split is not finite every accuracy is NaN (null in
+    results.json): ``argmax`` of a NaN row is 0, a class, not a prediction.
     """
 
     def scores_fn(params, rule_state, x):
@@ -126,7 +128,12 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
                 out = rule.eval_output(params, rule_state, xc)
             per_example = jax.vmap(lambda o, t: loss.value(o[None], t[None]))(out, yc)
             res = {"loss": jnp.sum(per_example * m)}
-            for mode, s in scores_fn(params, rule_state, xc).items():
+            scores = scores_fn(params, rule_state, xc)
+            res["nonfinite"] = sum(  # real examples with a non-finite output
+                jnp.sum(~jnp.all(jnp.isfinite(o.reshape(c, -1)), axis=1) & m)
+                for o in (out, *scores.values())
+            )
+            for mode, s in scores.items():
                 correct = (jnp.argmax(s, axis=-1) == yc) * m
                 res["accuracy" + (f"/{mode}" if mode else "")] = jnp.sum(correct)
             return res
@@ -134,7 +141,11 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
         sums = jax.lax.map(
             one, (xp.reshape(nchunks, c, *x.shape[1:]), yp.reshape(nchunks, c), mask)
         )
+        finite = jnp.sum(sums.pop("nonfinite")) == 0
         res = {k: jnp.sum(v) / n for k, v in sums.items()}
+        for k in res:
+            if k.startswith("accuracy"):
+                res[k] = jnp.where(finite, res[k], jnp.nan)
         modes = [k for k in res if k.startswith("accuracy/")]
         if "accuracy" not in res and modes:  # the first prediction mode is the headline
             res["accuracy"] = res[modes[0]]
@@ -363,16 +374,18 @@ def fit_seeds(
     batched: bool = True,
     **kwargs,
 ) -> list[dict[str, Any]]:
-    """Train one model per key in a single compiled program (``vmap`` over seeds).
+    """Train one model per key in a single compiled program (``vmap`` over seeds;
+    a ``lax.map`` for PRNG implementations other than threefry: :func:`seed_axis`).
 
     Returns one results dict per key, equal (to float rounding) to separate
-    :func:`fit` runs. Options: ``probe_size`` (examples in the alignment probe),
-    ``eval_chunk`` (evaluation batch), ``writers`` (one ``MetricWriter`` per key),
-    ``progress``, ``data_parallel`` (shard each batch over ``jax.devices()`` with a
-    ``Mesh`` + ``NamedSharding``; params replicated, so XLA all-reduces the
-    gradients), ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last
-    checkpoint in ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a
-    checkpoint written under another tag is refused: :class:`Checkpointer`).
+    :func:`fit` runs, whatever other keys share the program. Options:
+    ``probe_size`` (examples in the alignment probe), ``eval_chunk`` (evaluation
+    batch), ``writers`` (one ``MetricWriter`` per key), ``progress``,
+    ``data_parallel`` (shard each batch over ``jax.devices()`` with a ``Mesh`` +
+    ``NamedSharding``; params replicated, so XLA all-reduces the gradients),
+    ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last checkpoint in
+    ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a checkpoint written
+    under another tag is refused: :class:`Checkpointer`).
     """
     return _fit(
         model,
@@ -436,21 +449,19 @@ def _fit(
     epoch_fn = make_epoch_fn(rule, optimizer, n, batch_size, batch_sharding)
     eval_fn = make_eval_fn(model, loss, rule, eval_chunk)
     probe_fn = with_alignment(rule, model, loss).update
+    fold = jax.random.fold_in
     if batched:  # a leading seed axis on state and keys; data shared
-        init = jax.vmap(init)
-        epoch_fn = jax.vmap(epoch_fn, in_axes=(0, None, None, 0, None))
-        eval_fn = jax.vmap(eval_fn, in_axes=(0, 0, None, None))
-        probe_fn = jax.vmap(probe_fn, in_axes=(0, 0, None, 0))
+        over = seed_axis(keys_arr)
+        init = over(init, (0,))
+        epoch_fn = over(epoch_fn, (0, None, None, 0, None))
+        eval_fn = over(eval_fn, (0, 0, None, None))
+        probe_fn = over(probe_fn, (0, 0, None, 0))
+        fold = over(fold, (0, None))
         seed_keys = keys_arr
     else:
         seed_keys = keys_arr[0]
     epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
     eval_fn, probe_fn = jax.jit(eval_fn), jax.jit(probe_fn)
-    fold = (
-        jax.vmap(jax.random.fold_in, in_axes=(0, None))
-        if batched
-        else (jax.random.fold_in)
-    )
     probe_key, train_key = fold(seed_keys, 2), fold(seed_keys, 3)
     state = init(seed_keys)
     if mesh:  # every input of the compiled programs on the (possibly global) mesh
@@ -519,7 +530,7 @@ def _fit(
             histories[s].append(entry)
             # the same columns live and when a resumed run replays its history
             writers[s].write_scalars(epoch, _flat_scalars(entry))
-            if not finite or entry["train_loss"] is None:
+            if not finite:
                 diverged[s] = epoch
         if bar:
             e = histories[0][-1]
@@ -557,6 +568,39 @@ def _fit(
     return results
 
 
+def seed_axis(keys: jax.Array) -> Callable:
+    """``over(f, in_axes)``: ``f`` over a leading seed axis (``in_axes``: 0 or None
+    per argument), such that each seed's numbers do not depend on the other seeds.
+
+    ``jax.vmap`` for the ``threefry2x32`` PRNG. Any other implementation (``rbg``,
+    ``unsafe_rbg``: ``jax_default_prng_impl``) gets a ``lax.map``, one seed after the
+    other in the same program: JAX batches their ``rng_bit_generator`` by drawing
+    every seed's bits from one of the keys (jax-ml/jax#19085, PR #20094), so under
+    ``vmap`` a seed's run would change with the seeds beside it.
+    """
+    impl = str(jax.random.key_impl(keys))
+    if impl == "threefry2x32":
+        return lambda f, in_axes: jax.vmap(f, in_axes=in_axes)
+    print(
+        f"PRNG {impl}: the seeds run one after another in one program (lax.map), "
+        "as vmap would draw every seed's random bits from one key"
+    )
+    return _map_over_seeds
+
+
+def _map_over_seeds(f: Callable, in_axes: tuple[int | None, ...]) -> Callable:
+    """``jax.vmap(f, in_axes)`` computed as a ``lax.map`` over the seed axis."""
+
+    def mapped(*args):
+        def one(per_seed):
+            it = iter(per_seed)
+            return f(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
+
+        return jax.lax.map(one, tuple(a for a, ax in zip(args, in_axes) if ax == 0))
+
+    return mapped
+
+
 def _select_on_validation(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The epoch with the best validation accuracy, and its test numbers.
 
@@ -590,5 +634,11 @@ def _history_entry(
     entry = _to_python(entry)
     entry["epoch"] = epoch
     entry["epoch_seconds"] = dt
-    entry["finite"] = finite and entry["step_loss"] is not None
+    entry["finite"] = finite = (
+        finite and entry["step_loss"] is not None and entry["train_loss"] is not None
+    )
+    if not finite:  # a diverged epoch predicts nothing, on any split
+        for k in entry:
+            if "accuracy" in k:
+                entry[k] = None
     return entry

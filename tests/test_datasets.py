@@ -579,6 +579,18 @@ def test_mnist1d_options():
     assert len(d.x_train) == 60 and len(d.x_val) == 20 and len(d.x_test) == 20
 
 
+def test_digits_validation_split_comes_from_train_only():
+    full = load_dataset("digits", standardise=False)
+    d = load_dataset("digits", standardise=False, val_fraction=0.2)
+    assert full.x_val is None and full.y_val is None
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (1150, 287, 360)
+    np.testing.assert_array_equal(d.x_test, full.x_test)  # test untouched
+    rows = {r.tobytes() for r in np.concatenate([d.x_train, d.x_val])}
+    assert rows == {r.tobytes() for r in full.x_train}
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        load_dataset("digits", val_fraction=1.0)
+
+
 # --------------------------------------------------------------------------------------
 # Registry and the real Fashion-MNIST
 

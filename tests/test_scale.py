@@ -59,6 +59,53 @@ def test_seeds_under_vmap_equal_separate_runs(cfg_factory, tmp_path, rule):
     )
 
 
+@pytest.fixture(params=["rbg", "unsafe_rbg"])
+def prng_impl(request):
+    import jax
+
+    before = jax.config.jax_default_prng_impl
+    jax.config.update("jax_default_prng_impl", request.param)
+    yield request.param
+    jax.config.update("jax_default_prng_impl", before)
+
+
+def test_a_seed_does_not_depend_on_the_seeds_beside_it(prng_impl):
+    """rbg / unsafe_rbg under vmap draw every seed's bits from one key (JAX's
+    batching of rng_bit_generator): seed 1 must come out the same beside 0, beside
+    2 and alone, for every PRNG implementation."""
+    import jax
+    import optax
+
+    from bp_alternatives.data import load_xor
+    from bp_alternatives.losses import get_loss
+    from bp_alternatives.model import mlp
+    from bp_alternatives.rules import fa
+    from bp_alternatives.trainer import fit_seeds
+
+    data, model, ce = load_xor(), mlp((2,), 2, hidden=(8,)), get_loss("mse")
+    assert jax.random.PRNGKey(0).shape == (4,)  # the impl is in force
+
+    def seed_1(seeds):
+        out = fit_seeds(
+            model,
+            ce,
+            fa(model, ce),  # random feedback B, random init, random shuffles
+            optax.sgd(0.05),
+            data,
+            epochs=2,
+            batch_size=2,
+            keys=[jax.random.PRNGKey(s) for s in seeds],
+            batched=len(seeds) > 1,
+            progress=False,
+        )
+        return jax.tree_util.tree_leaves(out[seeds.index(1)]["params"])
+
+    beside_0, beside_2, alone = seed_1([0, 1]), seed_1([2, 1]), seed_1([1])
+    for a, b, c in zip(beside_0, beside_2, alone):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+
+
 _DP_SCRIPT = """
 import json, sys
 from tests.conftest import compose_cfg
@@ -72,7 +119,7 @@ for dp in (False, True):
 print("HISTORIES" + json.dumps(out))
 # the data-parallel program really is partitioned: gradients are all-reduced
 import jax.numpy as jnp, optax
-from bp_alternatives.data import load_digits
+from bp_alternatives.data import load_xor
 from bp_alternatives.losses import get_loss
 from bp_alternatives.model import mlp
 from bp_alternatives.rules import bp

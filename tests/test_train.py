@@ -98,6 +98,63 @@ def test_diverging_run_is_marked_and_still_written(cfg_factory, tmp_path):
     assert on_disk["status"] == "diverged"
 
 
+def test_diverged_epoch_reports_no_accuracy(cfg_factory, tmp_path, capsys):
+    """argmax of a NaN row is class 0: no accuracy of a non-finite epoch may survive,
+    in results.json, the one-line summary, sweep_summary.md, the table or the value
+    returned to a sweeper."""
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from bp_alternatives.compare import build_table, load_runs
+    from bp_alternatives.sweep import run_job, summarise
+
+    cfg = cfg_factory(
+        "optim=sgd",
+        "optim.lr=1e4",
+        "model.activation=relu",
+        "model.hidden=[32]",
+        "trainer.epochs=2",
+        "data.val_fraction=0.2",
+        "optimized_metric=val_accuracy",
+    )
+    hydra_cfg = OmegaConf.create(
+        {
+            "mode": RunMode.MULTIRUN,
+            "sweep": {"dir": str(tmp_path)},
+            "runtime": {"output_dir": str(tmp_path / "job")},
+            "job": {"override_dirname": "job", "num": 0},
+            "overrides": {"task": []},
+        }
+    )
+    assert run_job(cfg, hydra_cfg) is None  # what a sweeper gets
+    res = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert res["status"] == "diverged" and res["diverged_epoch"] == 1
+    accuracies = {k: v for k, v in res["history"][-1].items() if "accuracy" in k}
+    assert set(accuracies) >= {"train_accuracy", "val_accuracy", "test_accuracy"}
+    assert set(accuracies.values()) == {None}
+    assert res["final"]["test_accuracy"] is None and res["selected"] is None
+    assert "status=diverged test_accuracy=None" in capsys.readouterr().out
+    summarise(str(tmp_path))
+    assert "| 0 | job | diverged |  |  |" in (tmp_path / "sweep_summary.md").read_text()
+    cell = build_table(load_runs([str(tmp_path)])).cells[("bp", "digits")]
+    assert cell.test_error is None and cell.n_diverged == 1
+
+
+def test_eval_accuracy_is_nan_when_an_output_is_not_finite():
+    from bp_alternatives.model import init_params
+    from bp_alternatives.trainer import make_eval_fn
+
+    model = mlp((2,), 2, hidden=(4,))
+    ce = get_loss("cross_entropy")
+    eval_fn = make_eval_fn(model, ce, bp(model, ce), chunk=3)
+    params = init_params(model, jax.random.PRNGKey(0))
+    x = jnp.zeros((5, 2)).at[4, 0].set(jnp.nan)  # the last chunk's one real example
+    y = jnp.zeros(5, jnp.int32)
+    bad, good = eval_fn(params, (), x, y), eval_fn(params, (), x[:4], y[:4])
+    assert jnp.isnan(bad["accuracy"]) and jnp.isnan(bad["loss"])
+    assert jnp.isfinite(good["accuracy"])
+
+
 def test_cli_diverged_run_exits_zero(tmp_path):
     proc = subprocess.run(
         [
