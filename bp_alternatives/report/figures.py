@@ -59,11 +59,12 @@ def series(
     return (epochs, *out)
 
 
-def plain_log(axis) -> None:
-    """A log axis labelled with plain numbers (0.1, 2, 30), minor labels off."""
+def plain_log(axis, subs: tuple[float, ...] = (1.0, 2.0, 5.0)) -> None:
+    """A log axis labelled with plain numbers at ``subs`` times each power of ten
+    (0.1, 0.2, 0.5, 1, ...), minor labels off."""
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FormatStrFormatter("%g"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -255,7 +256,7 @@ def search(plt, found: Mapping[str, Mapping[str, Any]], out_dir: str) -> list[st
         spec = (f.get("space") or {}).get("optim.lr") or {}
         if "low" in spec and "high" in spec:  # the whole searched range
             ax.set_xlim(float(spec["low"]) / 1.3, float(spec["high"]) * 1.3)
-        plain_log(ax.xaxis)
+        plain_log(ax.xaxis, subs=(1.0,))  # decades: the labels do not collide
         plain_log(ax.yaxis)
     for ax in axes[:: min(len(axes), 3)]:
         ax.set_ylabel("validation error (%)")

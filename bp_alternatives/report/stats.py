@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bp_alternatives.compare import Table
+from bp_alternatives.compare import Table, _row_key
 
 BASELINE = "bp"
 ALPHA = 0.05
@@ -226,7 +226,10 @@ def search_note(runs) -> str:
     if not budgets:
         return ""
     metric = next(iter(budgets.values()))[2]
-    per = "; ".join(f"{k}: {t} trials × {e} epochs" for k, (t, e, _) in budgets.items())
+    per = "; ".join(
+        f"{k}: {budgets[k][0]} trials × {budgets[k][1]} epochs"
+        for k in sorted(budgets, key=_row_key)
+    )
     return (
         " Hyperparameters chosen per rule by an Optuna TPE search on the validation "
         f"split ({metric}; the test split is never read by the search); budget {per}."
