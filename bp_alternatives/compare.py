@@ -61,6 +61,7 @@ _NOT_A_COLUMN = (
     "row",
     "data.name",
     "optimized_metric",
+    "optimize_on_test",
     "hydra",
     "trainer.progress",
     "trainer.eval_chunk",

@@ -138,10 +138,48 @@ def _check_kwargs(group: str, factory, kwargs: dict[str, Any], skip: set[str]) -
             )
 
 
+def check_optimized_metric(cfg: DictConfig, tuning: bool = False) -> None:
+    """Check ``optimized_metric``, the number ``main()`` returns to a sweeper,
+    against the splits the config has.
+
+    Raises :class:`ConfigError` when it is not a ``train_`` / ``val_`` / ``test_``
+    metric; when it is a test metric while ``data.val_fraction`` holds out a
+    validation split, unless ``optimize_on_test=true`` (tuning on test makes the
+    test numbers optimistic); and, for a ``tuning`` sweeper (one that reads the
+    value, e.g. Optuna), when it is a validation metric of a config without a
+    validation split (the value would be ``None`` for every job).
+    """
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return
+    split = str(metric).split("_", 1)[0]
+    if split not in ("train", "val", "test"):
+        raise ConfigError(
+            f"optimized_metric={metric!r} is not a metric of results.json 'final'; "
+            "use val_accuracy, val_loss, train_... or test_..."
+        )
+    val_fraction = float(cfg.data.get("val_fraction") or 0.0)
+    if split == "test" and val_fraction > 0 and not cfg.get("optimize_on_test"):
+        raise ConfigError(
+            f"optimized_metric={metric} would choose hyperparameters on the test "
+            f"split although data.val_fraction={val_fraction} holds out a "
+            f"validation split: use optimized_metric=val_{metric[5:]}, or "
+            "optimize_on_test=true to tune on test deliberately"
+        )
+    if tuning and split == "val" and val_fraction <= 0:
+        raise ConfigError(
+            f"optimized_metric={metric} needs a validation split, but data="
+            f"{cfg.data.name} has none (data.val_fraction is 0 or not an option): "
+            "set data.val_fraction (e.g. 0.1, carved from train), or "
+            "optimized_metric=test_... to tune on test deliberately"
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Reject impossible values and combinations before anything is compiled."""
     from bp_alternatives.rules import get_rule
 
+    check_optimized_metric(cfg)
     t, o = cfg.trainer, cfg.optim
     for field in ("epochs", "batch_size", "probe_size", "eval_chunk"):
         if t[field] < 1:

@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bp_alternatives.config import check_optimized_metric
 from bp_alternatives.train import run, write_json
 
 SUMMARY_JSONL = "sweep_summary.jsonl"
@@ -46,6 +47,7 @@ class JobContext(NamedTuple):
     override_dirname: str
     overrides: list[str]
     num: int | None
+    tuning: bool = False  # a sweeper that reads the returned metric (not basic)
 
 
 def job_context(hydra_cfg: DictConfig) -> JobContext:
@@ -59,11 +61,19 @@ def job_context(hydra_cfg: DictConfig) -> JobContext:
         override_dirname=str(hydra_cfg.job.get("override_dirname") or ""),
         overrides=list(hydra_cfg.overrides.task),
         num=hydra_cfg.job.get("num") if multirun else None,
+        tuning=multirun and _tuning_sweeper(hydra_cfg),
     )
 
 
+def _tuning_sweeper(hydra_cfg: DictConfig) -> bool:
+    """Whether the sweeper reads what the jobs return: any but Hydra's basic one."""
+    sweeper = hydra_cfg.get("sweeper") or {}
+    return not str(sweeper.get("_target_", "")).endswith(".BasicSweeper")
+
+
 def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
-    """Run one job and record its outcome; return ``cfg.optimized_metric``.
+    """Run one job and record its outcome; return ``cfg.optimized_metric`` (of the
+    last epoch, the mean over ``trainer.seeds``; ``None`` when no seed has it).
 
     A job that raises writes ``results.json`` with ``status: failed``; in a sweep the
     function then returns ``None`` so the launcher carries on, in a single run it
@@ -79,6 +89,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
                 logger.group = os.path.basename(ctx.sweep_dir)
     start = time.perf_counter()
     try:
+        check_optimized_metric(cfg, tuning=ctx.tuning)
         results = run(cfg, out_dir=ctx.out_dir)
     except Exception as e:
         results = failed_results(cfg, e)
@@ -99,7 +110,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     if ctx.sweep_dir:
         for r in runs:
             record(ctx, r, seconds)
-    metric = cfg.get("optimized_metric", "test_accuracy")
+    metric = cfg.get("optimized_metric", "val_accuracy")
     values = [r["final"].get(metric) for r in runs]
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None

@@ -51,6 +51,69 @@ def test_rejected_configs_name_the_field(overrides, message):
         validate_config(compose_cfg(overrides))
 
 
+def test_sweepers_optimise_validation_never_test_unless_asked():
+    assert compose_cfg().optimized_metric == "val_accuracy"
+    held_out = ["data.val_fraction=0.2", "optimized_metric=test_accuracy"]
+    with pytest.raises(
+        ConfigError,
+        match=r"optimized_metric=test_accuracy .* data.val_fraction=0.2 .* "
+        r"use optimized_metric=val_accuracy, or optimize_on_test=true",
+    ):
+        validate_config(compose_cfg(held_out))
+    validate_config(compose_cfg([*held_out, "optimize_on_test=true"]))
+    validate_config(compose_cfg(["optimized_metric=test_accuracy"]))  # no val split
+    with pytest.raises(ConfigError, match="optimized_metric='accuracy' is not a"):
+        validate_config(compose_cfg(["optimized_metric=accuracy"]))
+
+
+def test_tuning_sweeper_without_a_validation_split_is_refused():
+    from omegaconf import OmegaConf
+
+    from bp_alternatives.config import check_optimized_metric
+    from bp_alternatives.sweep import _tuning_sweeper
+
+    optuna = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    assert _tuning_sweeper(OmegaConf.create({"sweeper": {"_target_": optuna}}))
+    assert not _tuning_sweeper(OmegaConf.create({"sweeper": {"_target_": basic}}))
+    with pytest.raises(
+        ConfigError,
+        match=r"optimized_metric=val_accuracy needs a validation split, but "
+        r"data=digits has none .* set data.val_fraction",
+    ):
+        check_optimized_metric(compose_cfg(), tuning=True)
+    check_optimized_metric(compose_cfg(), tuning=False)  # a single run: not read
+    check_optimized_metric(compose_cfg(["data.val_fraction=0.1"]), tuning=True)
+
+
+def test_tuning_sweep_job_without_a_validation_split_fails_before_training(
+    cfg_factory, tmp_path, monkeypatch
+):
+    import json
+
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from bp_alternatives import sweep
+
+    monkeypatch.setattr(sweep, "run", lambda *a, **k: pytest.fail("trained"))
+    (tmp_path / "job").mkdir()  # Hydra makes the job's directory
+    hydra_cfg = OmegaConf.create(
+        {
+            "mode": RunMode.MULTIRUN,
+            "sweeper": {"_target_": "hydra_plugins.x.OptunaSweeper"},
+            "sweep": {"dir": str(tmp_path)},
+            "runtime": {"output_dir": str(tmp_path / "job")},
+            "job": {"override_dirname": "job", "num": 0},
+            "overrides": {"task": []},
+        }
+    )
+    assert sweep.run_job(cfg_factory(), hydra_cfg) is None
+    res = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert res["status"] == "failed"
+    assert res["error"].startswith("ConfigError: optimized_metric=val_accuracy needs")
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
