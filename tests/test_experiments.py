@@ -126,7 +126,7 @@ def test_experiment_composes_and_names_its_command_runtime_result(name):
 
 def test_sweep_grids_of_the_comparisons():
     six = ["bp", "manual_bp", "fa", "dfa", "ff", "sg"]
-    assert sorted(RULES) == sorted(six)
+    assert set(six) <= set(RULES)  # the rules these comparisons were measured on
     assert sweep_params("compare_digits") == {"rule": six, "seed": ["0", "1", "2"]}
     # Fashion-MNIST: the 3 seeds of a rule train together in one program (vmap)
     assert sweep_params("compare_fashion_mnist") == {"rule": six}

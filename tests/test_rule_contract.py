@@ -57,6 +57,16 @@ CASES = [
     # ff: goodness over all stages (the paper skips the first; on this 150-step toy the
     # second 12-unit stage alone gets ~87%; the default is tested on digits in
     # test_forward_forward.py), and a Hinton-code-style variant with the default.
+    # pc: standard (T=20 steps, output clamped) and exact-backprop z_il under the
+    # fixed prediction assumption (the standard-prediction z_il path and the other
+    # combinations are tested in test_predictive_coding.py)
+    Case("pc", {}),
+    Case(
+        "pc",
+        {"variant": "z_il", "T": 2, "fixed_prediction": True},
+        loss="mse",
+        activation="sigmoid",
+    ),
     Case("ff", {"goodness_from": 0}, activation="relu"),
     Case(
         "ff",

@@ -20,6 +20,7 @@ from bp_alternatives.rules._direct_feedback_alignment import (
 from bp_alternatives.rules._feedback_alignment import FeedbackAlignmentState, fa
 from bp_alternatives.rules._forward_forward import FFState, ff
 from bp_alternatives.rules._manual_backprop import ManualBackpropState, manual_bp
+from bp_alternatives.rules._predictive_coding import PredictiveCodingState, pc
 from bp_alternatives.rules._synthetic_gradients import SyntheticGradientsState, sg
 
 RULES = {
@@ -29,6 +30,7 @@ RULES = {
     "fa": fa,
     "dfa": dfa,
     "sg": sg,
+    "pc": pc,
 }
 
 
@@ -51,6 +53,7 @@ __all__ = [
     "FeedbackAlignmentState",
     "LearningRule",
     "ManualBackpropState",
+    "PredictiveCodingState",
     "RuleInitFn",
     "RulePredictFn",
     "RuleUpdateFn",
@@ -63,5 +66,6 @@ __all__ = [
     "get_rule",
     "loss_fn",
     "manual_bp",
+    "pc",
     "sg",
 ]
