@@ -6,17 +6,20 @@ function, so tests call it directly with a composed config.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
 import os
+import re
+from types import SimpleNamespace
 from typing import Any
 
 import hydra
 import jax
 from omegaconf import DictConfig, OmegaConf
 
-from bp_alternatives.config import validate_config
+from bp_alternatives.config import ConfigError, closest, validate_config
 from bp_alternatives.data import Dataset, load_dataset
 from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model
@@ -88,6 +91,41 @@ def build_rule(
     elif name == "ff":
         kwargs.pop("epochs_per_stage", None)
     return name, get_rule(name)(model, get_loss(cfg.loss), **kwargs)
+
+
+def check_rule_options(cfg: DictConfig) -> None:
+    """Build the rule on a stand-in of the configured model, before any data loads.
+
+    The stand-in has the configured stages but a made-up input shape (64 features, or
+    28x28x1 images) and 10 classes, so only the errors that name a ``rule.<option>``
+    are reported here (as :class:`ConfigError`, with the closest valid value); the
+    rest surface when the real model is built.
+    """
+    from bp_alternatives.rules import UnsupportedModelError
+
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    shape = (64,) if m["_target_"].endswith(".mlp") else (28, 28, 1)
+    try:
+        stand_in = build_model(cfg, SimpleNamespace(input_shape=shape, num_classes=10))
+    except Exception:  # the real build reports the model's own errors
+        return
+    try:
+        build_rule(cfg, stand_in, total_steps=1, steps_per_epoch=1)
+    except UnsupportedModelError:
+        return
+    except ValueError as e:
+        if "rule." not in str(e):
+            return
+        r = OmegaConf.to_container(cfg.rule, resolve=True)
+        valid = re.search(r"\[[^\]]*\]", str(e))  # the valid values, as a list
+        for k, v in r.items():
+            if isinstance(v, str) and f"rule.{k}" in str(e) and valid:
+                match = closest(v, ast.literal_eval(valid.group(0)))
+                if match:
+                    raise ConfigError(
+                        f"{e}; did you mean {match!r}?", fix=f"rule.{k}={match}"
+                    ) from e
+        raise ConfigError(str(e)) from e
 
 
 def build_optimizer(cfg: DictConfig, total_steps: int):
@@ -210,6 +248,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
     ``out_dir`` is not retrained; an interrupted one resumes from its checkpoint.
     """
     validate_config(cfg)
+    check_rule_options(cfg)
     out_dir = out_dir or cfg.get("out_dir") or os.getcwd()
     os.makedirs(out_dir, exist_ok=True)
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" noise

@@ -10,13 +10,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from bp_alternatives.cli import hydra_cli, user_errors_exit
 from bp_alternatives.sweep import run_job
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@user_errors_exit
 def main(cfg: DictConfig) -> float | None:
     return run_job(cfg, HydraConfig.get())
 
 
 if __name__ == "__main__":
-    main()
+    hydra_cli(main)()
