@@ -23,7 +23,8 @@ from bp_alternatives.config import ConfigError, closest, validate_config
 from bp_alternatives.data import Dataset, load_dataset
 from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model
-from bp_alternatives.optim import make_optimizer
+from bp_alternatives.optim import make_optimizer, make_schedule
+from bp_alternatives.progress import log_to
 from bp_alternatives.rules import get_rule
 from bp_alternatives.trainer import fit_seeds
 from bp_alternatives.validation import validate_dataset
@@ -137,6 +138,21 @@ def build_optimizer(cfg: DictConfig, total_steps: int):
     )
 
 
+def build_schedule(cfg: DictConfig, total_steps: int):
+    """``optim``'s learning-rate schedule: step count -> rate (for the history)."""
+    o = OmegaConf.to_container(cfg.optim, resolve=True)
+    return make_schedule(
+        o["lr"],
+        o.get("schedule", "constant"),
+        total_steps,
+        o.get("warmup_steps", 0),
+        decay_epochs=o.get("decay_epochs"),
+        decay_steps=o.get("decay_steps"),
+        decay_factor=o.get("decay_factor", 0.1),
+        steps_per_epoch=max(total_steps // max(int(cfg.trainer.epochs), 1), 1),
+    )
+
+
 def build_writer(cfg: DictConfig, out_dir: str, run_name: str) -> MetricWriter:
     logger = cfg.get("logger") or {"name": "none"}
     name = logger["name"]
@@ -151,6 +167,9 @@ def build_writer(cfg: DictConfig, out_dir: str, run_name: str) -> MetricWriter:
         where = f"{os.path.abspath(out_dir)}|{config_tag(cfg)}"
         kw["run_id"] = hashlib.sha256(where.encode()).hexdigest()[:16]
         kw["job_type"] = kw.get("job_type") or cfg.rule.name
+        # tags to filter by in the W&B UI: the user's, then the config's choices
+        chosen = [f"{g}={cfg[g].name}" for g in ("rule", "data", "model", "optim")]
+        kw["tags"] = list(dict.fromkeys([*(kw.get("tags") or []), *chosen]))
         return WandbWriter(
             name=run_name,
             directory=out_dir,
@@ -286,25 +305,27 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
         name = c.get("run_name") or f"{rule_name}-{data.name}-seed{c.seed}"
         writers.append(build_writer(c, d, name) if lead else NullWriter())
     try:
-        outs = fit_seeds(
-            model,
-            get_loss(cfg.loss),
-            rule,
-            optimizer,
-            data,
-            epochs=epochs,
-            batch_size=batch_size,
-            keys=[jax.random.PRNGKey(s) for s in seeds],
-            batched=multi,
-            probe_size=int(cfg.trainer.probe_size),
-            eval_chunk=int(cfg.trainer.eval_chunk),
-            writers=writers,
-            progress=bool(cfg.trainer.progress),
-            data_parallel=bool(cfg.trainer.get("data_parallel", False)),
-            checkpoint_dir=out_dir,
-            checkpoint_every=int(cfg.trainer.get("checkpoint_every", 0)),
-            checkpoint_tag=config_tag(cfg),
-        )
+        with log_to(os.path.join(out_dir, "train.log")):
+            outs = fit_seeds(
+                model,
+                get_loss(cfg.loss),
+                rule,
+                optimizer,
+                data,
+                epochs=epochs,
+                batch_size=batch_size,
+                keys=[jax.random.PRNGKey(s) for s in seeds],
+                batched=multi,
+                probe_size=int(cfg.trainer.probe_size),
+                eval_chunk=int(cfg.trainer.eval_chunk),
+                writers=writers,
+                progress=bool(cfg.trainer.progress),
+                data_parallel=bool(cfg.trainer.get("data_parallel", False)),
+                checkpoint_dir=out_dir,
+                checkpoint_every=int(cfg.trainer.get("checkpoint_every", 0)),
+                checkpoint_tag=config_tag(cfg),
+                lr_schedule=build_schedule(cfg, total_steps),
+            )
         all_results = []
         for c, d, out, w in zip(seed_cfgs, seed_dirs, outs, writers):
             results = {
