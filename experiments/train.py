@@ -14,7 +14,9 @@ from bp_alternatives.cli import hydra_cli, user_errors_exit
 from bp_alternatives.sweep import run_job
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@hydra.main(
+    version_base="1.3", config_path="../bp_alternatives/configs", config_name="train"
+)
 @user_errors_exit
 def main(cfg: DictConfig) -> float | None:
     return run_job(cfg, HydraConfig.get())
