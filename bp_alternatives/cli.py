@@ -1,4 +1,9 @@
-"""Command-line wrapper: errors a user causes print one block and exit with status 2.
+"""Command-line entry points (``bpa-train``, ``bpa-compare``) and their error handling.
+
+``bpa-train`` (= ``python -m bp_alternatives.train`` = ``python -m experiments.train``)
+is :func:`train`: the ``@hydra.main`` :func:`train_main` over the configs shipped in
+the package (``bp_alternatives/configs``), wrapped so that errors a user causes print
+one block and exit with status 2. ``bpa-compare`` is :func:`compare`.
 
 ``hydra_cli(main)`` wraps a ``@hydra.main`` function. A bad config value, an unknown
 option or key, an override that does not parse or missing data files end in::
@@ -22,6 +27,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import hydra
 from hydra.errors import (
     ConfigCompositionException,
     MissingConfigException,
@@ -47,6 +53,7 @@ USER_ERRORS = (
     DataError,
 )
 EXIT_USER_ERROR = 2
+CONFIG_PATH = "configs"  # Hydra's config_path, relative to this package
 
 
 def _composition(e: ConfigCompositionException) -> tuple[str, str | None]:
@@ -56,9 +63,9 @@ def _composition(e: ConfigCompositionException) -> tuple[str, str | None]:
         options = sorted(o for o in e.options if not o.endswith("_schema"))
         match = closest(name, options)
         hint = f"; did you mean {match!r}?" if match else ""
-        what = f"{group}={name} is not an option of '{group}'{hint}"
+        what = f"{group}={name} is not an option of '{group}'"
         fix = f"{group}={match}" if match else f"one of the valid {group} options"
-        return f"{what}; valid: {', '.join(options)}", fix
+        return f"{what}; valid: {', '.join(options)}{hint}", fix
     cause = e.__cause__
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
         parent, _, key = cause.full_key.rpartition(".")
@@ -146,3 +153,24 @@ def hydra_cli(main: Callable[[], Any]) -> Callable[[], Any]:
             os.environ.pop("HYDRA_FULL_ERROR", None)
 
     return cli
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@user_errors_exit
+def train_main(cfg: Any) -> float | None:
+    """One run, or one job of a sweep (``-m``): :func:`.sweep.run_job`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from bp_alternatives.sweep import run_job
+
+    return run_job(cfg, HydraConfig.get())
+
+
+train = hydra_cli(train_main)
+
+
+def compare() -> None:
+    """``bpa-compare DIR [...]``: :func:`bp_alternatives.compare.main`."""
+    from bp_alternatives.compare import main
+
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """``run(cfg)``: one experiment from a composed Hydra config to ``results.json``.
 
-The ``@hydra.main`` entry point in ``experiments/train.py`` is a thin wrapper over this
-function, so tests call it directly with a composed config.
+The ``@hydra.main`` entry point (``bpa-train``, ``python -m bp_alternatives.train``:
+:mod:`bp_alternatives.cli`) is a thin wrapper over this function, so tests call it
+directly with a composed config.
 """
 
 from __future__ import annotations
@@ -381,3 +382,9 @@ _SUMMARY_KEYS = ("status", "diverged_epoch", "examples_per_second", "wall_second
 
 def _round(v, digits=None):
     return None if v is None else round(v, digits)
+
+
+if __name__ == "__main__":  # python -m bp_alternatives.train: the bpa-train command
+    from bp_alternatives.cli import train
+
+    train()
