@@ -1109,3 +1109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config={"dirs": [os.path.abspath(d) for d in args.dirs]},
         )
     return 0
+
+
+if __name__ == "__main__":  # python -m bp_alternatives.compare: bpa-compare
+    import sys
+
+    sys.exit(main())

@@ -11,6 +11,7 @@ code is compiled, with a message that names the offending fields.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,32 @@ from bp_alternatives.optim import OPTIMIZERS, SCHEDULES
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the fields."""
+    """A configuration that cannot run; the message names the fields.
+
+    ``fix`` (optional) is the override or change that makes it run; the command line
+    prints it under the message (``bp_alternatives.cli``).
+    """
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
+
+
+def closest(value: Any, valid: list[Any]) -> str | None:
+    """The valid name closest to a misspelt ``value`` (difflib), or None."""
+    match = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
+    return match[0] if match else None
+
+
+def choice_error(field: str, value: Any, valid: list[Any], kinds: str) -> ConfigError:
+    """``field=value`` is not one of ``valid``: the error, with the closest match."""
+    names = sorted(map(str, valid))
+    match = closest(value, names)
+    hint = f"; did you mean {match!r}?" if match else ""
+    return ConfigError(
+        f"{field}={value!r}; valid {kinds}: {names}{hint}",
+        fix=f"{field}={match or names[0]}",
+    )
 
 
 @dataclass
@@ -116,13 +142,16 @@ class WandbLoggerConfig:
     init_timeout: float = 30.0
 
 
+# Stored under schema/<group>, not in the groups themselves, so they are neither
+# listed as options nor selectable (model=mlp_schema); a config extends its schema
+# with `- /schema/<group>/<name>@_here_` in its defaults list.
 cs = ConfigStore.instance()
-cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-cs.store(group="optim", name="optim_schema", node=OptimConfig)
-cs.store(group="model", name="mlp_schema", node=MLPConfig)
-cs.store(group="model", name="cnn_schema", node=CNNConfig)
-cs.store(group="model", name="lenet_schema", node=LeNetConfig)
-cs.store(group="logger", name="wandb_schema", node=WandbLoggerConfig)
+cs.store(group="schema/trainer", name="default", node=TrainerConfig)
+cs.store(group="schema/optim", name="optim", node=OptimConfig)
+cs.store(group="schema/model", name="mlp", node=MLPConfig)
+cs.store(group="schema/model", name="cnn", node=CNNConfig)
+cs.store(group="schema/model", name="lenet", node=LeNetConfig)
+cs.store(group="schema/logger", name="wandb", node=WandbLoggerConfig)
 
 
 def _check_kwargs(group: str, factory, kwargs: dict[str, Any], skip: set[str]) -> None:
@@ -132,9 +161,12 @@ def _check_kwargs(group: str, factory, kwargs: dict[str, Any], skip: set[str]) -
     valid = [p for p in params if p not in skip]
     for k in kwargs:
         if k not in valid and k not in skip:
+            match = closest(k, valid)
             raise ConfigError(
                 f"{group}.{k} is not an option of {factory.__name__}; "
                 f"valid options: {sorted(valid)}"
+                + (f"; did you mean {group}.{match}?" if match else ""),
+                fix=f"{group}.{match}=..." if match else f"remove {group}.{k}",
             )
 
 
@@ -189,11 +221,12 @@ def validate_config(cfg: DictConfig) -> None:
             f"trainer.checkpoint_every must be >= 0, got {t.checkpoint_every}"
         )
     if o.name not in OPTIMIZERS:
-        raise ConfigError(
-            f"optim.name={o.name!r}; valid optimizers: {list(OPTIMIZERS)}"
-        )
+        raise choice_error("optim.name", o.name, list(OPTIMIZERS), "optimizers")
     if not o.lr > 0:
-        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+        raise ConfigError(
+            f"optim.lr must be positive, got {o.lr}",
+            fix="a learning rate > 0, e.g. optim.lr=1e-3",
+        )
     if o.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
     if o.clip_norm is not None and not o.clip_norm > 0:
@@ -203,7 +236,7 @@ def validate_config(cfg: DictConfig) -> None:
     if o.momentum < 0 or o.momentum >= 1:
         raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
     if o.schedule not in SCHEDULES:
-        raise ConfigError(f"optim.schedule={o.schedule!r}; valid: {list(SCHEDULES)}")
+        raise choice_error("optim.schedule", o.schedule, list(SCHEDULES), "schedules")
     if o.schedule == "step":
         given = [k for k in ("decay_epochs", "decay_steps") if o.get(k) is not None]
         if len(given) != 1:
@@ -222,13 +255,13 @@ def validate_config(cfg: DictConfig) -> None:
                 f"optim.decay_factor must be positive, got {o.decay_factor}"
             )
     if cfg.loss not in LOSSES:
-        raise ConfigError(f"loss={cfg.loss!r}; valid losses: {sorted(LOSSES)}")
+        raise choice_error("loss", cfg.loss, list(LOSSES), "losses")
 
     m = OmegaConf.to_container(cfg.model, resolve=True)
     for field in ("activation", "output_activation"):
         if field in m and m[field] not in ACTIVATIONS:
-            raise ConfigError(
-                f"model.{field}={m[field]!r}; valid activations: {sorted(ACTIVATIONS)}"
+            raise choice_error(
+                f"model.{field}", m[field], list(ACTIVATIONS), "activations"
             )
     hidden = m.get("hidden")
     if hidden is not None and any(int(w) < 1 for w in hidden):
@@ -274,5 +307,6 @@ def validate_config(cfg: DictConfig) -> None:
         and no_hidden
     ):
         raise ConfigError(
-            f"rule={r['name']} needs at least one hidden stage, but model.hidden=[]"
+            f"rule={r['name']} needs at least one hidden stage, but model.hidden=[]",
+            fix="give the model a hidden stage, e.g. model.hidden=[256]",
         )

@@ -81,12 +81,12 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     """
     ctx = job_context(hydra_cfg)
     with open_dict(cfg):
-        if not cfg.get("run_name") and ctx.override_dirname:
-            cfg.run_name = ctx.override_dirname
+        if not cfg.get("run_name"):
+            cfg.run_name = run_name(ctx, hydra_cfg) or None
         logger = cfg.get("logger")
         if logger is not None and logger.get("name") == "wandb":
-            if not logger.get("group") and ctx.sweep_dir:
-                logger.group = os.path.basename(ctx.sweep_dir)
+            experiment = hydra_cfg.runtime.choices.get("experiment")
+            logger.group = wandb_group(logger.get("group"), experiment, ctx.sweep_dir)
     start = time.perf_counter()
     try:
         check_optimized_metric(cfg, tuning=ctx.tuning)
@@ -114,6 +114,42 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     values = [r["final"].get(metric) for r in runs]
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def run_name(ctx: JobContext, hydra_cfg: DictConfig) -> str:
+    """A job's name: its overrides that vary across the sweep (``rule=fa,seed=1``);
+    those that are the same for every job (``logger=wandb``, ``trainer.epochs=3``) are
+    left out. A single run, or a sweep where nothing varies: its overrides except the
+    logger's (they change no number)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parse = OverridesParser.create().parse_overrides
+    own = [o for o in parse(ctx.overrides) if not o.key_or_group.startswith("hydra")]
+    varying: set[str] = set()
+    if ctx.sweep_dir:  # the sweep's command line, as Hydra saved it
+        try:
+            task = OmegaConf.load(os.path.join(ctx.sweep_dir, "multirun.yaml"))
+            sweep = list(task.hydra.overrides.task)
+        except (OSError, AttributeError):
+            sweep = []
+        params = hydra_cfg.get("sweeper", {}).get("params") or {}
+        sweep += [f"{k}={v}" for k, v in params.items()]
+        varying = {o.key_or_group for o in parse(sweep) if o.is_sweep_override()}
+    names = [o.input_line for o in own if o.key_or_group in varying]
+    if not names:
+        names = [o.input_line for o in own if not o.key_or_group.startswith("logger")]
+    return ",".join(sorted(names))
+
+
+def wandb_group(group: str | None, experiment: str | None, sweep_dir: str | None):
+    """A W&B run's group: ``logger.group``, else the experiment's name
+    (``experiment=compare_digits``), else the sweep directory's name (``None`` for a
+    single run without an experiment)."""
+    if group:
+        return group
+    if experiment:
+        return experiment
+    return os.path.basename(sweep_dir) if sweep_dir else None
 
 
 def failed_results(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
@@ -255,8 +291,8 @@ PLOT_KINDS = ("learning_curves", "alignment", "grad_norm", "decision_boundary")
 def wandb_settings(config: DictConfig, sweep_dir: str) -> dict[str, Any] | None:
     """The W&B settings of a sweep whose config has ``logger=wandb`` (``None`` for any
     other logger, or ``logger.mode=disabled``): the logger's project, entity, mode and
-    init_timeout, and its group -- ``logger.group``, else the sweep directory's name,
-    as :func:`run_job` sets it for the sweep's per-run W&B runs."""
+    init_timeout, and its group (:func:`wandb_group`), as :func:`run_job` sets it
+    for the sweep's per-run W&B runs."""
     logger = config.get("logger")
     if logger is None or logger.get("name") != "wandb":
         return None
@@ -267,7 +303,11 @@ def wandb_settings(config: DictConfig, sweep_dir: str) -> dict[str, Any] | None:
         "mode": lg.get("mode") or "offline",
         "project": lg.get("project") or "bp-alternatives",
         "entity": lg.get("entity"),
-        "group": lg.get("group") or os.path.basename(sweep_dir),
+        "group": wandb_group(
+            lg.get("group"),
+            OmegaConf.select(config, "hydra.runtime.choices.experiment"),
+            sweep_dir,
+        ),
         "init_timeout": float(lg.get("init_timeout") or 30),
     }
 

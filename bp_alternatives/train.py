@@ -1,27 +1,32 @@
 """``run(cfg)``: one experiment from a composed Hydra config to ``results.json``.
 
-The ``@hydra.main`` entry point in ``experiments/train.py`` is a thin wrapper over this
-function, so tests call it directly with a composed config.
+The ``@hydra.main`` entry point (``bpa-train``, ``python -m bp_alternatives.train``:
+:mod:`bp_alternatives.cli`) is a thin wrapper over this function, so tests call it
+directly with a composed config.
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import json
 import logging
 import os
+import re
+from types import SimpleNamespace
 from typing import Any
 
 import hydra
 import jax
 from omegaconf import DictConfig, OmegaConf
 
-from bp_alternatives.config import validate_config
+from bp_alternatives.config import ConfigError, closest, validate_config
 from bp_alternatives.data import Dataset, load_dataset
 from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model
-from bp_alternatives.optim import make_optimizer
+from bp_alternatives.optim import make_optimizer, make_schedule
+from bp_alternatives.progress import log_to
 from bp_alternatives.provenance import provenance
 from bp_alternatives.rules import get_rule
 from bp_alternatives.trainer import fit_seeds
@@ -92,12 +97,62 @@ def build_rule(
     return name, get_rule(name)(model, get_loss(cfg.loss), **kwargs)
 
 
+def check_rule_options(cfg: DictConfig) -> None:
+    """Build the rule on a stand-in of the configured model, before any data loads.
+
+    The stand-in has the configured stages but a made-up input shape (64 features, or
+    28x28x1 images) and 10 classes, so only the errors that name a ``rule.<option>``
+    are reported here (as :class:`ConfigError`, with the closest valid value); the
+    rest surface when the real model is built.
+    """
+    from bp_alternatives.rules import UnsupportedModelError
+
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    shape = (64,) if m["_target_"].endswith(".mlp") else (28, 28, 1)
+    try:
+        stand_in = build_model(cfg, SimpleNamespace(input_shape=shape, num_classes=10))
+    except Exception:  # the real build reports the model's own errors
+        return
+    try:
+        build_rule(cfg, stand_in, total_steps=1, steps_per_epoch=1)
+    except UnsupportedModelError:
+        return
+    except ValueError as e:
+        if "rule." not in str(e):
+            return
+        r = OmegaConf.to_container(cfg.rule, resolve=True)
+        valid = re.search(r"\[[^\]]*\]", str(e))  # the valid values, as a list
+        for k, v in r.items():
+            if isinstance(v, str) and f"rule.{k}" in str(e) and valid:
+                match = closest(v, ast.literal_eval(valid.group(0)))
+                if match:
+                    raise ConfigError(
+                        f"{e}; did you mean {match!r}?", fix=f"rule.{k}={match}"
+                    ) from e
+        raise ConfigError(str(e)) from e
+
+
 def build_optimizer(cfg: DictConfig, total_steps: int):
     name, kwargs = _split_name(cfg.optim)
     # total_steps = steps per epoch * trainer.epochs (schedule=step's decay_epochs)
     steps_per_epoch = max(total_steps // max(int(cfg.trainer.epochs), 1), 1)
     return make_optimizer(
         name, total_steps=total_steps, steps_per_epoch=steps_per_epoch, **kwargs
+    )
+
+
+def build_schedule(cfg: DictConfig, total_steps: int):
+    """``optim``'s learning-rate schedule: step count -> rate (for the history)."""
+    o = OmegaConf.to_container(cfg.optim, resolve=True)
+    return make_schedule(
+        o["lr"],
+        o.get("schedule", "constant"),
+        total_steps,
+        o.get("warmup_steps", 0),
+        decay_epochs=o.get("decay_epochs"),
+        decay_steps=o.get("decay_steps"),
+        decay_factor=o.get("decay_factor", 0.1),
+        steps_per_epoch=max(total_steps // max(int(cfg.trainer.epochs), 1), 1),
     )
 
 
@@ -115,6 +170,9 @@ def build_writer(cfg: DictConfig, out_dir: str, run_name: str) -> MetricWriter:
         where = f"{os.path.abspath(out_dir)}|{config_tag(cfg)}"
         kw["run_id"] = hashlib.sha256(where.encode()).hexdigest()[:16]
         kw["job_type"] = kw.get("job_type") or cfg.rule.name
+        # tags to filter by in the W&B UI: the user's, then the config's choices
+        chosen = [f"{g}={cfg[g].name}" for g in ("rule", "data", "model", "optim")]
+        kw["tags"] = list(dict.fromkeys([*(kw.get("tags") or []), *chosen]))
         return WandbWriter(
             name=run_name,
             directory=out_dir,
@@ -212,6 +270,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
     ``out_dir`` is not retrained; an interrupted one resumes from its checkpoint.
     """
     validate_config(cfg)
+    check_rule_options(cfg)
     out_dir = out_dir or cfg.get("out_dir") or os.getcwd()
     os.makedirs(out_dir, exist_ok=True)
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" noise
@@ -250,25 +309,27 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
         name = c.get("run_name") or f"{rule_name}-{data.name}-seed{c.seed}"
         writers.append(build_writer(c, d, name) if lead else NullWriter())
     try:
-        outs = fit_seeds(
-            model,
-            get_loss(cfg.loss),
-            rule,
-            optimizer,
-            data,
-            epochs=epochs,
-            batch_size=batch_size,
-            keys=[jax.random.PRNGKey(s) for s in seeds],
-            batched=multi,
-            probe_size=int(cfg.trainer.probe_size),
-            eval_chunk=int(cfg.trainer.eval_chunk),
-            writers=writers,
-            progress=bool(cfg.trainer.progress),
-            data_parallel=bool(cfg.trainer.get("data_parallel", False)),
-            checkpoint_dir=out_dir,
-            checkpoint_every=int(cfg.trainer.get("checkpoint_every", 0)),
-            checkpoint_tag=config_tag(cfg),
-        )
+        with log_to(os.path.join(out_dir, "train.log")):
+            outs = fit_seeds(
+                model,
+                get_loss(cfg.loss),
+                rule,
+                optimizer,
+                data,
+                epochs=epochs,
+                batch_size=batch_size,
+                keys=[jax.random.PRNGKey(s) for s in seeds],
+                batched=multi,
+                probe_size=int(cfg.trainer.probe_size),
+                eval_chunk=int(cfg.trainer.eval_chunk),
+                writers=writers,
+                progress=bool(cfg.trainer.progress),
+                data_parallel=bool(cfg.trainer.get("data_parallel", False)),
+                checkpoint_dir=out_dir,
+                checkpoint_every=int(cfg.trainer.get("checkpoint_every", 0)),
+                checkpoint_tag=config_tag(cfg),
+                lr_schedule=build_schedule(cfg, total_steps),
+            )
         all_results = []
         for c, d, out, w in zip(seed_cfgs, seed_dirs, outs, writers):
             results = {
@@ -326,3 +387,9 @@ _SUMMARY_KEYS = ("status", "diverged_epoch", "examples_per_second", "wall_second
 
 def _round(v, digits=None):
     return None if v is None else round(v, digits)
+
+
+if __name__ == "__main__":  # python -m bp_alternatives.train: the bpa-train command
+    from bp_alternatives.cli import train
+
+    train()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -27,6 +26,7 @@ from bp_alternatives.data import Dataset
 from bp_alternatives.diagnostics import with_alignment
 from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Params, init_params, output
+from bp_alternatives.progress import EPOCH_LOG, Progress, epoch_line
 from bp_alternatives.rules._base import Batch, LearningRule
 from bp_alternatives.writers import MetricWriter, NullWriter
 
@@ -186,40 +186,6 @@ def _flat_scalars(entry: dict) -> dict[str, float]:
         else:
             out[names.get(k, k)] = v
     return out
-
-
-class Progress:
-    """An updating progress line on a terminal, plain lines otherwise."""
-
-    def __init__(self, total: int, stream=None):
-        self.total = total
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-
-    def update(self, epoch: int, loss, acc, test_acc) -> None:
-        width = 20
-        done = int(width * epoch / max(self.total, 1))
-        line = (
-            f"epoch {epoch}/{self.total} loss {_fmt(loss)} "
-            f"train_acc {_fmt(acc)} test_acc {_fmt(test_acc)}"
-        )
-        if self.tty:
-            bar = "#" * done + "-" * (width - done)
-            self.stream.write(f"\r[{bar}] {line}")
-            if epoch == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _fmt(v) -> str:
-    return "nan" if v is None else f"{v:.4f}"
 
 
 class CheckpointMismatchError(ValueError):
@@ -421,6 +387,7 @@ def _fit(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
     checkpoint_tag: str | None = None,
+    lr_schedule: Callable[[int], Any] | None = None,
 ) -> list[dict[str, Any]]:
     start = time.perf_counter()
     num_seeds = len(keys)
@@ -493,7 +460,8 @@ def _fit(
                 for entry in history:
                     writers[s].write_scalars(entry["epoch"], _flat_scalars(entry))
     steps = n // batch_size
-    bar = Progress(epochs) if progress else None
+    bar = Progress(epochs, steps) if progress else None
+    shown: list[dict[str, Any]] = [{} for _ in keys]  # each seed's last epoch, shown
     for epoch in range(first_epoch, epochs + 1):
         if all(d is not None for d in diverged):
             break
@@ -527,14 +495,18 @@ def _fit(
                 per_seed(va, s) if va is not None else None,
             )
             finite = entry.pop("finite")
+            if lr_schedule is not None:  # the rate of the epoch's first step
+                entry["lr"] = float(lr_schedule((epoch - 1) * steps))
             histories[s].append(entry)
+            shown[s] = entry | {"examples_per_second": steps * batch_size / dt}
+            seed = f"seed {s}: " if batched else ""
+            EPOCH_LOG.info(seed + epoch_line(epoch, epochs, shown[s]))
             # the same columns live and when a resumed run replays its history
             writers[s].write_scalars(epoch, _flat_scalars(entry))
             if not finite:
                 diverged[s] = epoch
         if bar:
-            e = histories[0][-1]
-            bar.update(epoch, e["train_loss"], e["train_accuracy"], e["test_accuracy"])
+            bar.update(epoch, shown[0])
         if ckpt and ckpt.due(epoch, epoch == epochs):
             meta = {"epoch": epoch, "histories": histories, "diverged": diverged}
             ckpt.save(state, meta)

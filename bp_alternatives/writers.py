@@ -6,12 +6,10 @@ Metric names use ``/`` (``train/loss``, ``eval/accuracy``, ``align/angle_stage0`
 from __future__ import annotations
 
 import csv
-import netrc
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 
 class MetricWriter(Protocol):
@@ -166,13 +164,12 @@ def _notice(message: str) -> None:
 
 
 def _has_api_key() -> bool:
-    """Whether W&B can authenticate without prompting: ``WANDB_API_KEY``, an identity
-    token file, or a ``~/.netrc`` (``$NETRC``) entry for the W&B host."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    """Whether W&B can authenticate without prompting, asked of ``wandb`` itself:
+    ``WANDB_API_KEY``, an identity token file, a settings file's key, or a netrc entry
+    for the configured host (``WANDB_BASE_URL`` or ``wandb login --host``)."""
+    import wandb
+
     try:
-        return netrc.netrc(path).authenticators(host or "") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+        return bool(wandb.login(prompt=False, verify=False))
+    except TypeError:  # a wandb without login(prompt=...): its older lookup
+        return bool(wandb.api.api_key)

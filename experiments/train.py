@@ -1,22 +1,10 @@
 """Train one configuration: ``python -m experiments.train rule=fa data=digits seed=0``.
 
-This file is intentionally kept short; the logic is ``bp_alternatives.train.run``,
-wrapped by ``bp_alternatives.sweep.run_job`` so that in a sweep (``-m``) a failing job
-is recorded in its ``results.json`` and the sweep summary instead of stopping the
-others.
+The same command as ``bpa-train`` and ``python -m bp_alternatives.train``
+(:mod:`bp_alternatives.cli`); kept for scripts that call it by this name.
 """
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from bp_alternatives.sweep import run_job
-
-
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    return run_job(cfg, HydraConfig.get())
-
+from bp_alternatives.cli import train  # noqa: F401
 
 if __name__ == "__main__":
-    main()
+    train()

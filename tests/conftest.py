@@ -20,11 +20,14 @@ settings.register_profile("default", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "bp_alternatives", "configs"
+)
 
 
 def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``configs/train.yaml`` with ``overrides``, as the CLI would."""
+    """Compose the package's ``configs/train.yaml`` with ``overrides``, as the CLI
+    would."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides or []))
     with open_dict(cfg):

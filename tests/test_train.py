@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -290,19 +291,48 @@ class _Stream(io.StringIO):
 
 
 @pytest.mark.parametrize("tty", [True, False])
-def test_progress_bar_on_a_terminal_plain_lines_otherwise(tty):
-    from bp_alternatives.trainer import Progress
+def test_progress_bar_on_a_terminal_plain_lines_otherwise(tty, monkeypatch):
+    from bp_alternatives.progress import Progress
 
+    monkeypatch.setenv("COLUMNS", "200")  # rich's width: room for every column
     stream = _Stream(tty)
-    bar = Progress(4, stream=stream)
+    bar = Progress(4, steps_per_epoch=10, stream=stream)
     for e in range(1, 5):
-        bar.update(e, 1.0 / e, 0.5, None if e == 2 else 0.25)
+        bar.update(
+            e,
+            {
+                "train_loss": 1.0 / e,
+                "train_accuracy": 0.5,
+                "test_accuracy": None if e == 2 else 0.25,
+                "lr": 1e-3,
+                "epoch_seconds": 0.5,
+                "examples_per_second": 1280.0,
+            },
+        )
     out = stream.getvalue()
-    if tty:  # one line redrawn in place (carriage returns), ended at the last epoch
-        assert out.count("\r") == 4 and out.count("\n") == 1 and out.endswith("\n")
-        assert "[##########----------] epoch 2/4" in out
-        assert "[####################] epoch 4/4 loss 0.2500" in out
+    if tty:  # one display redrawn in place, with steps, ETA, s/epoch and ex/s
+        assert "\x1b[" in out and out.count("\n") <= 2
+        out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)  # colours and cursor moves
+        assert "epoch 4/4" in out and "step 40/40" in out and "ETA" in out
+        assert "0.50 s 1,280 ex/s" in out
     else:  # a plain line per epoch, for logs and Slurm output files
         lines = out.splitlines()
-        assert len(lines) == 4 and "\r" not in out and "#" not in out
-        assert lines[1] == "epoch 2/4 loss 0.5000 train_acc 0.5000 test_acc nan"
+        assert len(lines) == 4 and "\r" not in out and "\x1b" not in out
+        assert lines[1] == (
+            "epoch 2/4 loss 0.5000 train_acc 0.5000 test_acc nan lr 0.001 "
+            "0.50 s 1,280 ex/s"
+        )
+
+
+def test_train_log_holds_every_epoch(cfg_factory, tmp_path):
+    res = run(cfg_factory("trainer.epochs=3", "optim.schedule=cosine"))
+    with open(tmp_path / "train.log") as f:
+        lines = f.read().splitlines()
+    assert [line.split("] ")[1].split(" loss")[0] for line in lines] == [
+        "epoch 1/3",
+        "epoch 2/3",
+        "epoch 3/3",
+    ]
+    lrs = [e["lr"] for e in res["history"]]  # the rate of each epoch's first step
+    assert lrs[0] == pytest.approx(1e-3) and lrs[0] > lrs[1] > lrs[2] > 0
+    assert f"lr {lrs[1]:.3g}" in lines[1]

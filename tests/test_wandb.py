@@ -76,11 +76,22 @@ def test_sweep_job_logs_config_history_and_summary(tmp_path):
     summary, records = inspect(wandb_file(run_dir))
 
     (run,) = [r["run"] for r in records if r["type"] == "run"]
-    assert run["display_name"] == run_dir.name
+    # nothing varies in this one-job sweep: its overrides but the logger's
+    assert run["display_name"] == (
+        "model.hidden=[8],rule=bp,seed=3,trainer.batch_size=256,trainer.epochs=2,"
+        "trainer.progress=False"
+    )
     assert run["run_group"] == "my_sweep"
     assert run["job_type"] == "bp"
     assert run["project"] == "bp-alternatives"
-    assert run["tags"] == ["t1", "t2"]
+    assert run["tags"] == [
+        "t1",
+        "t2",
+        "rule=bp",
+        "data=digits",
+        "model=mlp",
+        "optim=adam",
+    ]
     # the resolved config
     cfg = summary["config"]
     assert cfg["rule"]["name"] == "bp" and cfg["seed"] == 3
@@ -290,6 +301,33 @@ def test_sweep_wandb_settings_follow_the_logger():
         "init_timeout": 5.0,
     }
     assert wandb_settings(cfg(**base, group="g"), "/x/s1")["group"] == "g"
+    experiment = OmegaConf.create(
+        {
+            "logger": {**base, "group": None},
+            "hydra": {"runtime": {"choices": {"experiment": "compare_digits"}}},
+        }
+    )
+    assert wandb_settings(experiment, "/x/s1")["group"] == "compare_digits"
+
+
+def test_run_name_holds_the_overrides_that_vary(tmp_path):
+    from omegaconf import OmegaConf
+
+    from bp_alternatives.sweep import JobContext, run_name
+
+    sweep = ["rule=bp,fa", "seed=range(2)", "logger=wandb", "trainer.epochs=3"]
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": sweep}}}, tmp_path / "multirun.yaml"
+    )
+    job = ["rule=fa", "seed=1", "logger=wandb", "trainer.epochs=3", "optim.lr=0.1"]
+    ctx = JobContext(str(tmp_path / "j"), True, str(tmp_path), "", job, 3)
+    params = {"sweeper": {"params": {"optim.lr": "0.1,0.01"}}}
+    assert run_name(ctx, OmegaConf.create(params)) == "optim.lr=0.1,rule=fa,seed=1"
+    assert run_name(ctx, OmegaConf.create({})) == "rule=fa,seed=1"
+    single = ctx._replace(multirun=False, sweep_dir=None)
+    assert run_name(single, OmegaConf.create({})) == (
+        "optim.lr=0.1,rule=fa,seed=1,trainer.epochs=3"
+    )
 
 
 def test_a_wandb_error_does_not_fail_the_sweep_comparison(
@@ -352,3 +390,31 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path):
     assert "resuming from the checkpoint of epoch 2" in train("a")
     first, again = ids(tmp_path / "a")
     assert first == again and ids(tmp_path / "b") != [first]
+
+
+@pytest.mark.parametrize("has_entry", [True, False])
+def test_api_key_for_another_host_is_found_as_wandb_finds_it(tmp_path, has_entry):
+    """A user logged in to their own W&B server (`wandb login --host=...` saves the
+    host in wandb's settings, the key in ~/.netrc under that host). In a subprocess:
+    wandb reads HOME once per process."""
+    settings = tmp_path / ".config" / "wandb" / "settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("[default]\nbase_url = https://wandb.example.org\n")
+    if has_entry:
+        (tmp_path / ".netrc").write_text(
+            "machine wandb.example.org\n  login user\n  password " + "a" * 40 + "\n"
+        )
+        (tmp_path / ".netrc").chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "NETRC"))}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from bp_alternatives.writers import _has_api_key; print(_has_api_key())",
+        ],
+        env={**env, "HOME": str(tmp_path), "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.strip().splitlines()[-1] == str(has_entry), proc.stderr

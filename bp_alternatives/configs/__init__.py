@@ -1,0 +1,1 @@
+"""The Hydra configs (``train.yaml`` and its groups), shipped inside the package."""
