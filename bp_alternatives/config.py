@@ -116,7 +116,19 @@ class WandbLoggerConfig:
     init_timeout: float = 30.0
 
 
+def _open_node() -> DictConfig:
+    """An empty node outside struct mode: a config that extends it takes new keys."""
+    node = OmegaConf.create({})
+    OmegaConf.set_struct(node, False)
+    return node
+
+
 cs = ConfigStore.instance()
+# Every configs/rule/*.yaml extends rule_schema, an open node: `rule.scale=2.0` beside
+# `-m rule=fa,dfa` composes although Hydra builds a sweep's first config with the
+# default rule (bp, which has no scale); validate_config then checks every rule option
+# against the chosen rule's factory, naming the rule and the option.
+cs.store(group="rule", name="rule_schema", node=_open_node())
 cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
 cs.store(group="optim", name="optim_schema", node=OptimConfig)
 cs.store(group="model", name="mlp_schema", node=MLPConfig)
