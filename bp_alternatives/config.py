@@ -142,10 +142,22 @@ class WandbLoggerConfig:
     init_timeout: float = 30.0
 
 
+def _open_node() -> DictConfig:
+    """An empty node outside struct mode: a config that extends it takes new keys."""
+    node = OmegaConf.create({})
+    OmegaConf.set_struct(node, False)
+    return node
+
+
 # Stored under schema/<group>, not in the groups themselves, so they are neither
 # listed as options nor selectable (model=mlp_schema); a config extends its schema
 # with `- /schema/<group>/<name>@_here_` in its defaults list.
+# Every configs/rule/*.yaml extends schema/rule/open, an open node: `rule.scale=2.0`
+# beside `-m rule=fa,dfa` composes although Hydra builds a sweep's first config with
+# the default rule (bp, which has no scale); validate_config then checks every rule
+# option against the chosen rule's factory, naming the rule and the option.
 cs = ConfigStore.instance()
+cs.store(group="schema/rule", name="open", node=_open_node())
 cs.store(group="schema/trainer", name="default", node=TrainerConfig)
 cs.store(group="schema/optim", name="optim", node=OptimConfig)
 cs.store(group="schema/model", name="mlp", node=MLPConfig)

@@ -109,6 +109,18 @@ def test_failing_job_is_recorded_and_does_not_stop_the_others(tmp_path):
     _check_failure_recorded(tmp_path, proc)
 
 
+def test_an_option_shared_by_the_swept_rules_applies_to_each(tmp_path):
+    proc = sweep(tmp_path, "rule=fa,dfa,bp", "rule.scale=2.0")
+    for rule in ("fa", "dfa"):
+        res = read(tmp_path / f"rule.scale=2.0,rule={rule}" / "results.json")
+        assert res["status"] == "ok", res.get("error")
+        assert res["config"]["rule"]["scale"] == 2.0
+    bp = read(tmp_path / "rule.scale=2.0,rule=bp" / "results.json")
+    assert bp["status"] == "failed"  # bp has no scale: said, not ignored
+    assert "rule.scale is not an option of bp" in bp["error"]
+    assert proc.returncode == 1 and "sweep: 3 runs: 2 ok, 1 failed" in proc.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_launchers(tmp_path, launcher):

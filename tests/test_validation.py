@@ -51,6 +51,20 @@ def test_rejected_configs_name_the_field(overrides, message):
         validate_config(compose_cfg(overrides))
 
 
+@pytest.mark.parametrize("rule", ["bp", "manual_bp", "fa", "dfa", "ff", "sg"])
+def test_a_rule_option_composes_with_every_rule_and_is_checked_against_it(rule):
+    """Hydra composes a sweep's first config with the default rule (bp); an option of
+    the swept rules (rule.scale) must compose there, and fail, naming the rule and
+    the option, only for a rule that runs without it."""
+    cfg = compose_cfg([f"rule={rule}", "rule.scale=2.0"])
+    assert cfg.rule.scale == 2.0
+    if rule in ("fa", "dfa"):
+        validate_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match=f"rule.scale is not an option of {rule}"):
+            validate_config(cfg)
+
+
 def test_sweepers_optimise_validation_never_test_unless_asked():
     assert compose_cfg().optimized_metric == "val_accuracy"
     held_out = ["data.val_fraction=0.2", "optimized_metric=test_accuracy"]
