@@ -57,6 +57,15 @@ CASES = [
     # ff: goodness over all stages (the paper skips the first; on this 150-step toy the
     # second 12-unit stage alone gets ~87%; the default is tested on digits in
     # test_forward_forward.py), and a Hinton-code-style variant with the default.
+    # ep: the default (symmetric nudging) and Scellier & Bengio's one-sided nudging
+    # with a random sign, hard-sigmoid rho and squared error.
+    Case("ep", {}),
+    Case(
+        "ep",
+        {"symmetric": False, "random_sign": True},
+        activation="hard_sigmoid",
+        loss="mse",
+    ),
     Case("ff", {"goodness_from": 0}, activation="relu"),
     Case(
         "ff",

@@ -8,6 +8,7 @@ from bp_alternatives.rules._base import (
     Batch,
     LearningRule,
     RuleInitFn,
+    RuleObjectiveFn,
     RulePredictFn,
     RuleUpdateFn,
     UnsupportedModelError,
@@ -16,6 +17,10 @@ from bp_alternatives.rules._base import (
 from bp_alternatives.rules._direct_feedback_alignment import (
     DirectFeedbackAlignmentState,
     dfa,
+)
+from bp_alternatives.rules._equilibrium_propagation import (
+    EquilibriumPropagationState,
+    ep,
 )
 from bp_alternatives.rules._feedback_alignment import FeedbackAlignmentState, fa
 from bp_alternatives.rules._forward_forward import FFState, ff
@@ -29,6 +34,7 @@ RULES = {
     "fa": fa,
     "dfa": dfa,
     "sg": sg,
+    "ep": ep,
 }
 
 
@@ -48,10 +54,12 @@ __all__ = [
     "Batch",
     "FFState",
     "DirectFeedbackAlignmentState",
+    "EquilibriumPropagationState",
     "FeedbackAlignmentState",
     "LearningRule",
     "ManualBackpropState",
     "RuleInitFn",
+    "RuleObjectiveFn",
     "RulePredictFn",
     "RuleUpdateFn",
     "SyntheticGradientsState",
@@ -59,6 +67,7 @@ __all__ = [
     "bp",
     "ff",
     "dfa",
+    "ep",
     "fa",
     "get_rule",
     "loss_fn",
