@@ -43,7 +43,7 @@ from typing import Any
 RESULTS = "results.json"
 CHECKPOINT = "checkpoint.msgpack"  # the trainer's last state (TrainState)
 STATUSES = ("ok", "diverged", "failed")
-RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg")
+RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg", "ep")
 EXTRAS = ("examples_per_second", "alignment")
 
 # Config keys that never distinguish one table column from another.
