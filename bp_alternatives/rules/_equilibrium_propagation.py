@@ -180,6 +180,9 @@ def ep(
         def step(_, carry):
             s, _ = carry
             grad = jax.grad(F_sum)(s)
+            # hard_sigmoid states are clipped to [0, 1] after each step, as in
+            # Scellier & Bengio's code (model.py); outside it rho' = 0 and the
+            # 1/2 ||s||^2 term alone would pull them back
             new = tuple(
                 jnp.clip(s_l - epsilon * g, 0.0, 1.0) if c else s_l - epsilon * g
                 for s_l, g, c in zip(s, grad, clipped)
