@@ -76,6 +76,19 @@ def _gelu_grad(a, h):
     return cdf + a * pdf
 
 
+def _hard_sigmoid(a):
+    # rho(a) = clip(a, 0, 1), Scellier & Bengio (2017)'s hard sigmoid (not PyTorch's
+    # relu6(a + 3) / 6). Written with where() so that jax.grad gives 1 on the closed
+    # interval [0, 1], as _hard_sigmoid_grad does: an equilibrium-propagation state
+    # held at a bound by clipping then stays there while its drive points outward.
+    return jnp.where(a < 0, 0.0, jnp.where(a > 1, 1.0, a))
+
+
+def _hard_sigmoid_grad(a, h):
+    del h
+    return ((a >= 0) & (a <= 1)).astype(a.dtype)
+
+
 def _identity(a):
     return a
 
@@ -91,6 +104,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation(_relu, _relu_grad),
     "leaky_relu": Activation(_leaky_relu, _leaky_relu_grad),
     "gelu": Activation(_gelu, _gelu_grad),
+    "hard_sigmoid": Activation(_hard_sigmoid, _hard_sigmoid_grad),
     "identity": Activation(_identity, _identity_grad),
 }
 

@@ -43,7 +43,7 @@ from typing import Any
 RESULTS = "results.json"
 CHECKPOINT = "checkpoint.msgpack"  # the trainer's last state (TrainState)
 STATUSES = ("ok", "diverged", "failed")
-RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg", "pc")
+RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg", "ep", "pc")
 EXTRAS = ("examples_per_second", "alignment")
 # machine-dependent numbers (examples/s) only on request: --extras speed
 DEFAULT_EXTRAS = ("alignment",)

@@ -51,20 +51,24 @@ def with_alignment(rule: LearningRule, model: Model, loss: Loss) -> LearningRule
     """Wrap ``rule`` so its metrics carry per-stage alignment with exact backprop.
 
     Adds ``alignment_deg`` (``[L]``, angle between the rule's direction and ``jax.grad``
-    of the loss for each stage's params), ``grad_norm`` (``[L]``, norm of the exact
-    gradient) and ``update_norm`` (``[L]``, norm of the rule's direction). For exact
-    backprop the angle is 0 degrees.
+    of the loss for each stage's params; the loss is ``rule.objective`` where the rule
+    gives one, else the model's loss on its feed-forward output), ``grad_norm``
+    (``[L]``, norm of the exact gradient) and ``update_norm`` (``[L]``, norm of the
+    rule's direction). For exact backprop the angle is 0 degrees.
 
     References:
       Lillicrap et al. (2016), "Random synaptic feedback weights support error
       backpropagation for deep learning", Nat. Commun. 7:13276 (the alignment angle).
     """
 
+    def objective(params, state, batch):
+        if rule.objective is not None:  # e.g. the loss at EP's free fixed point
+            return rule.objective(params, state, batch)
+        return loss.value(output(model, params, batch.x), batch.y)
+
     def update_fn(params, state, batch, key):
         direction, new_state, metrics = rule.update(params, state, batch, key)
-        grads = jax.grad(lambda p: loss.value(output(model, p, batch.x), batch.y))(
-            params
-        )
+        grads = jax.grad(objective)(params, state, batch)
         metrics = dict(metrics)
         metrics["alignment_deg"] = per_stage(angle_deg, direction, grads)
         metrics["grad_norm"] = per_stage(global_norm, grads)

@@ -57,6 +57,10 @@ FLOP counts (per example; a Dense layer ``l`` maps ``n_l -> n_{l+1}``, one matmu
   one-hidden-layer synthesizer of width ``w``: its forward ``4 n w``, its regression
   gradient ``6 n w`` (``dW`` of both layers and the delta between them), and the
   bootstrapped target, a delta through the next stage (``2 n_{l+1} n_{l+2}``).
+* ep: ``T1 + 2 T2`` relaxation steps (symmetric nudging; one-sided ``T1 + T2``), each
+  the drive up and the drive down of every stage but the clamped first
+  (``4 sum_{l>=2} n_{l-1} n_l``), plus the input's drive once and the contrast's
+  ``dW``. XLA's count below takes each loop body once, whatever ``T1``.
 
 On 784-1000-1000-10 these give, in MFLOP per example: bp 9.196, fa 9.196, dfa 7.216,
 ff 17.88, sg (``w = 256``) 14.3; XLA counts 9.22, 9.25, 7.24, 17.96, 14.42 (jax

@@ -54,9 +54,6 @@ CASES = [
         "sg",
         dict(warmup_steps=1, conditioned=True, synthesizer="linear", synth_lr=1e-2),
     ),
-    # ff: goodness over all stages (the paper skips the first; on this 150-step toy the
-    # second 12-unit stage alone gets ~87%; the default is tested on digits in
-    # test_forward_forward.py), and a Hinton-code-style variant with the default.
     # pc: standard (T=20 steps, output clamped) and exact-backprop z_il under the
     # fixed prediction assumption (the standard-prediction z_il path and the other
     # combinations are tested in test_predictive_coding.py)
@@ -67,6 +64,18 @@ CASES = [
         loss="mse",
         activation="sigmoid",
     ),
+    # ep: the default (symmetric nudging) and Scellier & Bengio's one-sided nudging
+    # with a random sign, hard-sigmoid rho and squared error.
+    Case("ep", {}),
+    Case(
+        "ep",
+        {"symmetric": False, "random_sign": True},
+        activation="hard_sigmoid",
+        loss="mse",
+    ),
+    # ff: goodness over all stages (the paper skips the first; on this 150-step toy the
+    # second 12-unit stage alone gets ~87%; the default is tested on digits in
+    # test_forward_forward.py), and a Hinton-code-style variant with the default.
     Case("ff", {"goodness_from": 0}, activation="relu"),
     Case(
         "ff",

@@ -32,7 +32,7 @@ def _assert_histories_close(h1, h2, rtol):
         )
 
 
-@pytest.mark.parametrize("rule", ["bp", "manual_bp", "fa", "dfa", "ff", "sg"])
+@pytest.mark.parametrize("rule", ["bp", "manual_bp", "fa", "dfa", "ff", "sg", "ep"])
 def test_seeds_under_vmap_equal_separate_runs(cfg_factory, tmp_path, rule):
     extra = ["model.activation=relu", "model.hidden=[32,32]"] if rule == "ff" else []
     together = run(

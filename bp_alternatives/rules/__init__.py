@@ -8,6 +8,7 @@ from bp_alternatives.rules._base import (
     Batch,
     LearningRule,
     RuleInitFn,
+    RuleObjectiveFn,
     RulePredictFn,
     RuleUpdateFn,
     UnsupportedModelError,
@@ -16,6 +17,10 @@ from bp_alternatives.rules._base import (
 from bp_alternatives.rules._direct_feedback_alignment import (
     DirectFeedbackAlignmentState,
     dfa,
+)
+from bp_alternatives.rules._equilibrium_propagation import (
+    EquilibriumPropagationState,
+    ep,
 )
 from bp_alternatives.rules._feedback_alignment import FeedbackAlignmentState, fa
 from bp_alternatives.rules._forward_forward import FFState, ff
@@ -31,6 +36,7 @@ RULES = {
     "dfa": dfa,
     "sg": sg,
     "pc": pc,
+    "ep": ep,
 }
 
 
@@ -50,11 +56,13 @@ __all__ = [
     "Batch",
     "FFState",
     "DirectFeedbackAlignmentState",
+    "EquilibriumPropagationState",
     "FeedbackAlignmentState",
     "LearningRule",
     "ManualBackpropState",
     "PredictiveCodingState",
     "RuleInitFn",
+    "RuleObjectiveFn",
     "RulePredictFn",
     "RuleUpdateFn",
     "SyntheticGradientsState",
@@ -62,6 +70,7 @@ __all__ = [
     "bp",
     "ff",
     "dfa",
+    "ep",
     "fa",
     "get_rule",
     "loss_fn",

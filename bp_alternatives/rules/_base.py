@@ -73,21 +73,32 @@ class RuleOutputFn(Protocol):
         """The outputs ``[B, C]`` the run's loss is evaluated on."""
 
 
+class RuleObjectiveFn(Protocol):
+    def __call__(self, params: Params, state: RuleState, batch: Batch) -> jax.Array:
+        """The scalar loss whose exact gradient the rule's direction is compared with
+        (differentiated with ``jax.grad`` in ``params``)."""
+
+
 class LearningRule(NamedTuple):
     """A learning rule: pure ``init`` / ``update`` functions (and optional ``predict``,
-    ``eval_output``).
+    ``eval_output``, ``objective``).
 
     ``predict`` is ``None`` for rules whose model output is the prediction (argmax of
     the read-out); forward-forward predicts by goodness instead. ``eval_output`` is
     ``None`` for rules whose model output is what the loss is evaluated on (the
     reported ``train_loss`` / ``test_loss``); forward-forward's model read-out stage is
     unused, so its loss is evaluated on its own softmax read-out's logits.
+    ``objective`` is ``None`` for rules whose exact gradient (the alignment
+    diagnostics' reference) is that of the model's loss on its feed-forward output
+    (:func:`loss_fn`); equilibrium propagation predicts with the free phase's fixed
+    point instead, so its reference is the gradient of the loss at that point.
     """
 
     init: RuleInitFn
     update: RuleUpdateFn
     predict: RulePredictFn | None = None
     eval_output: RuleOutputFn | None = None
+    objective: RuleObjectiveFn | None = None
 
 
 class UnsupportedModelError(ValueError):
