@@ -8,6 +8,7 @@ from hydra.errors import ConfigCompositionException
 
 from bp_alternatives.config import ConfigError, validate_config
 from bp_alternatives.data import load_xor
+from bp_alternatives.rules import RULES
 from bp_alternatives.train import run
 from bp_alternatives.validation import DataError, validate_dataset
 from tests.conftest import compose_cfg
@@ -51,7 +52,7 @@ def test_rejected_configs_name_the_field(overrides, message):
         validate_config(compose_cfg(overrides))
 
 
-@pytest.mark.parametrize("rule", ["bp", "manual_bp", "fa", "dfa", "ff", "sg"])
+@pytest.mark.parametrize("rule", sorted(RULES))
 def test_a_rule_option_composes_with_every_rule_and_is_checked_against_it(rule):
     """Hydra composes a sweep's first config with the default rule (bp); an option of
     the swept rules (rule.scale) must compose there, and fail, naming the rule and
