@@ -65,7 +65,11 @@ class RulePredictFn(Protocol):
     def __call__(
         self, params: Params, state: RuleState, x: jax.Array
     ) -> Mapping[str, jax.Array]:
-        """Class scores ``[B, C]`` per prediction mode; the first is the headline."""
+        """Class scores ``[B, C]`` per prediction mode.
+
+        The headline accuracy is the first mode's, or, when the rule names
+        ``LearningRule.headline_modes``, the best of those modes on held-out data.
+        """
 
 
 class RuleOutputFn(Protocol):
@@ -82,12 +86,18 @@ class LearningRule(NamedTuple):
     ``None`` for rules whose model output is what the loss is evaluated on (the
     reported ``train_loss`` / ``test_loss``); forward-forward's model read-out stage is
     unused, so its loss is evaluated on its own softmax read-out's logits.
+
+    ``headline_modes`` names ``predict`` modes the headline is chosen from at every
+    evaluation: the mode with the best accuracy on the validation split (the training
+    split when there is none; never the test split). ``None``: the first mode.
+    Forward-forward offers one mode per range of stages whose goodness is summed.
     """
 
     init: RuleInitFn
     update: RuleUpdateFn
     predict: RulePredictFn | None = None
     eval_output: RuleOutputFn | None = None
+    headline_modes: tuple[str, ...] | None = None
 
 
 class UnsupportedModelError(ValueError):
