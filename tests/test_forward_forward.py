@@ -288,9 +288,7 @@ def test_predict_scores_are_goodness_per_label_and_readout():
         fixed = ff(model, CE, goodness_from=1)
         fixed_scores = fixed.predict(params, state, jnp.asarray(x))
         assert fixed.headline_modes is None
-        assert list(fixed_scores) == ["goodness"] + names[1:2] + names[4:] + [
-            "readout"
-        ]
+        assert list(fixed_scores) == ["goodness"] + names[1:2] + names[4:] + ["readout"]
         s = np.abs(x).max(1)
 
         def stack(label_rows):

@@ -66,7 +66,8 @@ def test_summary_line_names_the_mode_and_warns_below_chance():
 def _write(path, rule, acc, prediction=None, readout=None):
     entry = {"epoch": 1, "test_accuracy": acc, "train_accuracy": acc}
     if prediction:
-        entry |= {"prediction_mode": prediction["mode"], "test_accuracy/readout": readout}
+        entry["prediction_mode"] = prediction["mode"]
+        entry["test_accuracy/readout"] = readout
         entry[f"test_accuracy/{prediction['mode']}"] = acc
     res = {
         "rule": rule,
