@@ -330,9 +330,9 @@ def summary_line(results: dict[str, Any], path: str) -> str:
         )
         line += (
             f" WARNING: test_accuracy {acc:.3f} is below chance (1/"
-            f"{results['num_classes']} = {chance:.3f}): the prediction is "
-            "anti-correlated with the label -- a bug, or a rule that fails on this "
-            "model" + (f"; the rule's other predictions: {others}" if others else "")
+            f"{results['num_classes']} = {chance:.3f}), worse than guessing: a bug, "
+            "or a rule that fails on this model"
+            + (f"; the rule's other predictions: {others}" if others else "")
         )
     return line
 

@@ -248,9 +248,8 @@ def ff(
         most-confused label, as the paper suggests; costs ``C`` forward passes per
         step; the goodness summed over stages ``goodness_from..N-1``, over all
         stages with ``"auto"``) or ``sampled`` (a wrong label sampled in proportion
-        to the softmax
-        read-out's probabilities, as Hinton's official code does; free, but uniform
-        until the read-out has learned).
+        to the softmax read-out's probabilities, as Hinton's official code does;
+        free, but uniform until the read-out has learned).
       schedule: ``all`` (every FF stage updated on every batch) or ``layerwise`` (only
         stage ``min(t // steps_per_stage, N-1)`` at step ``t``; the last stage keeps
         training after its turn). The rule sees steps, not epochs: for ``E`` epochs a
@@ -273,7 +272,7 @@ def ff(
         the *direction* of the activity below. With ``tanh`` at this goodness scale
         (theta = 2 summed over the units: rms activity ~0.1) the stack is nearly
         linear and a linear stage's direction keeps almost no label evidence --
-        stage 2 on digits ranks the true label below chance (measured in
+        the second stage on digits ranks the true label below chance (measured in
         docs/results.md); ReLU stages keep it in their on/off pattern.
       readout_from: first FF stage the ``readout`` classifier reads (1: stages 2..N).
       readout_optim: the read-out's optimizer, an ``optim``-style mapping (``name``,
