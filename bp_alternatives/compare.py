@@ -48,6 +48,7 @@ EXTRAS = ("examples_per_second", "alignment")
 # machine-dependent numbers (examples/s) only on request: --extras speed
 DEFAULT_EXTRAS = ("alignment",)
 EXTRA_ALIASES = {"speed": "examples_per_second"}
+BELOW_CHANCE = "†"  # marks a cell whose test error is worse than guessing
 
 # Config keys that never distinguish one table column from another.
 _NOT_A_COLUMN = (
@@ -96,6 +97,12 @@ class RunRecord:
     error: str | None
     selected_epoch: int | None = None  # the best-validation epoch, if selected
     input_width: int | None = None  # the model's input features (MLPs: widths[0])
+    num_classes: int | None = None  # chance accuracy is 1 / num_classes
+    # a rule that chooses its headline among prediction modes (results.json
+    # "prediction", e.g. forward-forward's stage ranges): the mode at the reported
+    # epoch, and the test error % of its other modes (not candidates) at that epoch
+    prediction_mode: str | None = None
+    other_errors: tuple[tuple[str, float], ...] = ()
 
 
 # ---------------------------------------------------------------------------- loading
@@ -173,6 +180,10 @@ def load_run(path: str) -> RunRecord:
         input_width = widths[0] if isinstance(widths[0], int) else None
     else:
         input_width = None
+    num_classes = r.get("num_classes")
+    if not isinstance(num_classes, int) and isinstance(widths, list) and widths:
+        num_classes = widths[-1] if isinstance(widths[-1], int) else None
+    mode, others = _prediction(r, history, selected.get("epoch"))
     return RunRecord(
         path=path,
         rule=rule if isinstance(rule, str) else "?",
@@ -190,7 +201,29 @@ def load_run(path: str) -> RunRecord:
         config=config,
         error=r.get("error"),
         input_width=input_width,
+        num_classes=num_classes if isinstance(num_classes, int) else None,
+        prediction_mode=mode,
+        other_errors=others,
     )
+
+
+def _prediction(
+    r: Mapping[str, Any], history: list, epoch: Any
+) -> tuple[str | None, tuple[tuple[str, float], ...]]:
+    """(headline prediction mode, test error % of the non-candidate modes) at the
+    reported epoch (``epoch``: the selected one, else the last)."""
+    pred = r.get("prediction")
+    if not isinstance(pred, Mapping) or not history:
+        return None, ()
+    entry = next((e for e in history if e.get("epoch") == epoch), history[-1])
+    candidates = pred.get("candidates") or ()
+    others = []
+    for k, v in entry.items():
+        m = k.removeprefix("test_accuracy/")
+        if m != k and m not in candidates and (err := _error_pct(v)) is not None:
+            others.append((m, err))
+    mode = entry.get("prediction_mode", pred.get("mode"))
+    return (mode if isinstance(mode, str) else None), tuple(others)
 
 
 def load_runs(dirs: Sequence[str]) -> list[RunRecord]:
@@ -369,6 +402,26 @@ class Cell:
                 return te, p.get("source"), p.get("note")
         return None, None, None
 
+    @property
+    def below_chance(self) -> bool:
+        """Mean test error above ``100 (1 - 1/C)`` %: worse than guessing."""
+        te, c = self.test_error, {r.num_classes for r in self.ok} - {None}
+        return te is not None and len(c) == 1 and te[0] > 100.0 * (1 - 1 / c.pop())
+
+    def prediction_note(self) -> str:
+        """Which prediction mode(s) the headline used (with how many seeds) and the
+        rule's other predictions' mean test error, for rules that choose a mode."""
+        modes = [r.prediction_mode for r in self.ok if r.prediction_mode]
+        if not modes:
+            return ""
+        parts = [", ".join(f"{m} ({modes.count(m)})" for m in dict.fromkeys(modes))]
+        errs: dict[str, list[float]] = {}
+        for r in self.ok:
+            for m, e in r.other_errors:
+                errs.setdefault(m, []).append(e)
+        parts += [f"{m} {sum(v) / len(v):.2f}" for m, v in errs.items()]
+        return "; ".join(parts)
+
     def status_note(self) -> str:
         parts = []
         if self.n_diverged:
@@ -424,6 +477,15 @@ class Table:
             text += " Paper: " + "; ".join(sources) + "."
         for note in notes:
             text += " " + note.strip()
+        cells = self.cells.values()
+        if any(c.prediction_note() for c in cells):
+            text += (
+                " [...]: the prediction mode(s) behind the number (seeds using each), "
+                "chosen per seed on the validation split (the training split without "
+                "one), then the test error of the rule's other predictions."
+            )
+        if any(c.below_chance for c in cells):
+            text += f" {BELOW_CHANCE} below chance: test error above 100 (1 - 1/C) %."
         return text
 
 
@@ -486,7 +548,10 @@ def _cell_text(cell: Cell | None, latex: bool = False) -> str:
     if latex:
         num = f"${num}$"
     text = f"{num} ({n})" if latex else f"{num} (n={n})"
-    return f"{text}, {note}" if note else text
+    text = f"{text}, {note}" if note else text
+    if cell.prediction_note():
+        text += f" [{cell.prediction_note()}]"
+    return f"{text} {BELOW_CHANCE}" if cell.below_chance else text
 
 
 def _fmt_eps(v: float | None) -> str:
@@ -552,6 +617,7 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\^{}",
+    BELOW_CHANCE: r"\dag{}",
 }
 
 

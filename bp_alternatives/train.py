@@ -341,8 +341,10 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "optimizer": OmegaConf.to_container(cfg.optim, resolve=True),
+                "num_classes": data.num_classes,
                 "final": out["final"],
                 "selected": out["selected"],
+                "prediction": out["prediction"],
                 "history": out["history"],
                 "examples_per_second": out["examples_per_second"],
                 "seeds_in_program": out["seeds_in_program"],
@@ -362,15 +364,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
                 | {f"provenance/{k}": v for k, v in results["provenance"].items()}
             )
             all_results.append(results)
-            f = results["final"]
-            print(
-                f"[{rule_name} on {data.name}, seed {c.seed}] "
-                f"status={results['status']} "
-                f"test_accuracy={_round(f.get('test_accuracy'), 4)} "
-                f"test_loss={_round(f.get('test_loss'), 4)} "
-                f"examples/s={_round(results['examples_per_second'])} "
-                f"-> {os.path.join(d, 'results.json')}"
-            )
+            print(summary_line(results, os.path.join(d, "results.json")))
     except Exception as e:  # the W&B run says why it stopped
         for w in writers:
             w.write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}"})
@@ -379,6 +373,34 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
         for w in writers:
             w.close()
     return all_results if multi else all_results[0]
+
+
+def summary_line(results: dict[str, Any], path: str) -> str:
+    """The one-line summary of a finished run; it says which prediction mode a rule
+    chose for its headline, and warns when the headline is below chance (1/C)."""
+    f, pred = results["final"], results.get("prediction")
+    acc = f.get("test_accuracy")
+    mode = f" ({pred['mode']}, chosen on {pred['chosen_on']})" if pred else ""
+    line = (
+        f"[{results['rule']} on {results['dataset']}, seed {results['seed']}] "
+        f"status={results['status']} test_accuracy={_round(acc, 4)}{mode} "
+        f"test_loss={_round(f.get('test_loss'), 4)} "
+        f"examples/s={_round(results['examples_per_second'])} -> {path}"
+    )
+    chance = 1.0 / results["num_classes"]
+    if acc is not None and acc < chance:
+        others = ", ".join(
+            f"{k.split('/', 1)[1]} {v:.3f}"
+            for k, v in f.items()
+            if k.startswith("test_accuracy/") and v is not None
+        )
+        line += (
+            f" WARNING: test_accuracy {acc:.3f} is below chance (1/"
+            f"{results['num_classes']} = {chance:.3f}), worse than guessing: a bug, "
+            "or a rule that fails on this model"
+            + (f"; the rule's other predictions: {others}" if others else "")
+        )
+    return line
 
 
 # Besides final/<metric>, what a writer's summary gets (W&B's run summary).

@@ -177,7 +177,7 @@ def _flat_scalars(entry: dict) -> dict[str, float]:
     }
     out = {}
     for k, v in entry.items():
-        if v is None:
+        if v is None or isinstance(v, str):
             continue
         if isinstance(v, list):
             for l, e in enumerate(v):
@@ -318,7 +318,10 @@ def fit(
     Returns a dict with ``history`` (one entry per epoch: train/test loss and accuracy,
     per-stage ``alignment_deg``, ``grad_norm``, ``update_norm`` measured on a fixed
     probe batch of the training set, and the rule's own metrics averaged over the
-    epoch as ``rule/<name>``), ``final``, ``status`` (``ok`` or ``diverged``),
+    epoch as ``rule/<name>``; ``prediction_mode`` when the rule chooses its headline
+    among ``headline_modes``), ``final``, ``prediction`` (that choice at the last
+    epoch: ``mode``, ``chosen_on``, ``candidates``; ``None`` for a rule with one
+    headline), ``status`` (``ok`` or ``diverged``),
     ``diverged_epoch``, ``examples_per_second`` (epochs after the first; compilation
     excluded) and ``wall_seconds``. Keyword arguments as in :func:`fit_seeds`.
     """
@@ -485,15 +488,21 @@ def _fit(
         for s in range(num_seeds):
             if diverged[s] is not None:
                 continue
+            splits = {"train": per_seed(tr, s), "test": per_seed(te, s)}
+            if va is not None:
+                splits["val"] = per_seed(va, s)
+            mode = choose_headline(rule.headline_modes, splits)
             entry = _history_entry(
                 epoch,
                 dt,
-                per_seed(tr, s),
-                per_seed(te, s),
+                splits["train"],
+                splits["test"],
                 per_seed(step_metrics, s),
                 per_seed(probe_metrics, s),
-                per_seed(va, s) if va is not None else None,
+                splits.get("val"),
             )
+            if mode is not None:
+                entry["prediction_mode"] = mode
             finite = entry.pop("finite")
             if lr_schedule is not None:  # the rate of the epoch's first step
                 entry["lr"] = float(lr_schedule((epoch - 1) * steps))
@@ -524,6 +533,15 @@ def _fit(
             {
                 "final": final,
                 "selected": _select_on_validation(histories[s]),
+                "prediction": (
+                    {
+                        "mode": last.get("prediction_mode"),
+                        "chosen_on": "val" if x_val is not None else "train",
+                        "candidates": list(rule.headline_modes),
+                    }
+                    if rule.headline_modes
+                    else None
+                ),
                 "history": histories[s],
                 "status": "ok" if diverged[s] is None else "diverged",
                 "diverged_epoch": diverged[s],
@@ -573,6 +591,24 @@ def _map_over_seeds(f: Callable, in_axes: tuple[int | None, ...]) -> Callable:
     return mapped
 
 
+def choose_headline(
+    modes: Sequence[str] | None, splits: dict[str, dict[str, Any]]
+) -> str | None:
+    """Set each split's ``accuracy`` to the prediction mode (one of ``modes``) with the
+    best validation accuracy -- training accuracy without a ``val`` split; never
+    test -- and return that mode (the first of equals). ``None`` modes: the rule has
+    one headline, nothing to choose. ``splits``: ``{"train"|"val"|"test": eval
+    results}`` (``accuracy/<mode>`` keys), modified in place.
+    """
+    if not modes:
+        return None
+    on = splits.get("val", splits["train"])
+    best = max(modes, key=lambda m: float(on[f"accuracy/{m}"]))
+    for res in splits.values():
+        res["accuracy"] = res[f"accuracy/{best}"]
+    return best
+
+
 def _select_on_validation(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The epoch with the best validation accuracy, and its test numbers.
 
@@ -585,6 +621,8 @@ def _select_on_validation(history: list[dict[str, Any]]) -> dict[str, Any] | Non
         return None
     best = max(scored, key=lambda e: e["val_accuracy"])  # first of equals
     keys = ("epoch", "val_accuracy", "val_loss", "test_accuracy", "test_loss")
+    if "prediction_mode" in best:  # the rule's headline mode at that epoch
+        keys += ("prediction_mode",)
     return {k: best.get(k) for k in keys}
 
 

@@ -65,7 +65,11 @@ class RulePredictFn(Protocol):
     def __call__(
         self, params: Params, state: RuleState, x: jax.Array
     ) -> Mapping[str, jax.Array]:
-        """Class scores ``[B, C]`` per prediction mode; the first is the headline."""
+        """Class scores ``[B, C]`` per prediction mode.
+
+        The headline accuracy is the first mode's, or, when the rule names
+        ``LearningRule.headline_modes``, the best of those modes on held-out data.
+        """
 
 
 class RuleOutputFn(Protocol):
@@ -92,6 +96,11 @@ class LearningRule(NamedTuple):
     diagnostics' reference) is that of the model's loss on its feed-forward output
     (:func:`loss_fn`); equilibrium propagation predicts with the free phase's fixed
     point instead, so its reference is the gradient of the loss at that point.
+
+    ``headline_modes`` names ``predict`` modes the headline is chosen from at every
+    evaluation: the mode with the best accuracy on the validation split (the training
+    split when there is none; never the test split). ``None``: the first mode.
+    Forward-forward offers one mode per range of stages whose goodness is summed.
     """
 
     init: RuleInitFn
@@ -99,6 +108,7 @@ class LearningRule(NamedTuple):
     predict: RulePredictFn | None = None
     eval_output: RuleOutputFn | None = None
     objective: RuleObjectiveFn | None = None
+    headline_modes: tuple[str, ...] | None = None
 
 
 class UnsupportedModelError(ValueError):

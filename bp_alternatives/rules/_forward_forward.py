@@ -175,8 +175,26 @@ def hardest_wrong_labels(scores: jax.Array, y: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------- the rule
 
 
+def stage_ranges(n: int) -> list[tuple[int, int]]:
+    """Every range ``(a, b)``, ``0 <= a <= b < n``, of FF stages whose goodness can be
+    summed for a prediction; the paper's ``(1, n - 1)`` (``(0, 0)`` for one stage)
+    first, the rest in order."""
+    first = (min(1, n - 1), n - 1)
+    rest = [(a, b) for a in range(n) for b in range(a, n) if (a, b) != first]
+    return [first, *rest]
+
+
+def range_mode(a: int, b: int) -> str:
+    """The ``predict`` mode of the goodness summed over stages ``a..b``."""
+    return f"goodness_stage{a}" if a == b else f"goodness_stages{a}-{b}"
+
+
 def _check_index(name: str, value: int, n: int) -> int:
-    value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"rule.{name}={value!r}: expected a stage index"
+            + (" or 'auto'" if name == "goodness_from" else "")
+        )
     if not 0 <= value < n:
         raise ValueError(
             f"rule.{name}={value} leaves no stage to use: the model has {n} FF "
@@ -200,7 +218,7 @@ def ff(
     steps_per_stage: int | None = None,
     peer_weight: float = 0.0,
     peer_momentum: float = 0.9,
-    goodness_from: int = 1,
+    goodness_from: int | str = "auto",
     readout_from: int = 1,
     readout_optim: Mapping[str, Any] | None = None,
     straight_through: bool = False,
@@ -228,9 +246,10 @@ def ff(
         ``sample_wrong_labels(key, y, C)`` with the step's key), ``hard`` (the wrong
         label with the highest goodness under the current params: the model's
         most-confused label, as the paper suggests; costs ``C`` forward passes per
-        step) or ``sampled`` (a wrong label sampled in proportion to the softmax
-        read-out's probabilities, as Hinton's official code does; free, but uniform
-        until the read-out has learned).
+        step; the goodness summed over stages ``goodness_from..N-1``, over all
+        stages with ``"auto"``) or ``sampled`` (a wrong label sampled in proportion
+        to the softmax read-out's probabilities, as Hinton's official code does;
+        free, but uniform until the read-out has learned).
       schedule: ``all`` (every FF stage updated on every batch) or ``layerwise`` (only
         stage ``min(t // steps_per_stage, N-1)`` at step ``t``; the last stage keeps
         training after its turn). The rule sees steps, not epochs: for ``E`` epochs a
@@ -242,8 +261,19 @@ def ff(
         ``mean_j (mean(r) - r_j)^2`` on a running mean ``r`` (momentum
         ``peer_momentum``, initial 0.5) of each unit's mean positive activity.
       peer_momentum: momentum of that running mean.
-      goodness_from: first FF stage whose goodness counts in the ``goodness``
-        prediction (1: skip the first, as in the paper).
+      goodness_from: which stages' goodness is summed for the headline prediction.
+        ``"auto"``: every range of stages ``a..b`` is a prediction mode and the
+        trainer takes the one with the best validation accuracy (training accuracy
+        without a validation split) as the headline, at every evaluation
+        (``LearningRule.headline_modes``). A number ``k``: stages ``k..N-1`` (1: skip
+        the first, as in the paper), mode ``goodness``, no choice. Later stages can
+        be worse than useless: the length normalisation before each stage removes
+        the goodness the stage below learned, so a stage sees the label only through
+        the *direction* of the activity below. With ``tanh`` at this goodness scale
+        (theta = 2 summed over the units: rms activity ~0.1) the stack is nearly
+        linear and a linear stage's direction keeps almost no label evidence --
+        the second stage on digits ranks the true label below chance (measured in
+        docs/results.md); ReLU stages keep it in their on/off pattern.
       readout_from: first FF stage the ``readout`` classifier reads (1: stages 2..N).
       readout_optim: the read-out's optimizer, an ``optim``-style mapping (``name``,
         ``lr`` and ``make_optimizer`` keywords; ``total_steps`` for decaying
@@ -255,9 +285,11 @@ def ff(
         code ("we pretend there is a gradient even when hidden units are off").
 
     Returns a ``LearningRule`` whose ``predict`` gives, per example and label, the
-    modes ``goodness`` (summed over stages ``goodness_from..N-1``; the headline),
-    ``readout`` (softmax read-out with the neutral label ``1/C``) and
-    ``goodness_stage<l>`` (stage ``l``'s goodness alone, for every FF stage).
+    goodness summed over stage ranges -- ``goodness_stage<l>`` (stage ``l`` alone)
+    for every FF stage and, with ``goodness_from="auto"``, ``goodness_stages<a>-<b>``
+    for every longer range ``a..b`` (the headline candidates, the paper's ``1..N-1``
+    first); with a number ``k``, ``goodness`` (stages ``k..N-1``, the headline) --
+    and ``readout`` (softmax read-out with the neutral label ``1/C``).
     Metrics per step: ``loss`` (read-out cross-entropy), and per FF stage ``[N]``
     (index ``l`` is model stage ``l``): ``ff_loss``, ``peer_loss``, ``goodness_pos``,
     ``goodness_neg`` (batch means), ``ff_accuracy`` (fraction of positives above and
@@ -316,7 +348,9 @@ def ff(
             raise ValueError(
                 f"rule.threshold has {len(thresholds)} values for {n} FF stages"
             )
-    goodness_from = _check_index("goodness_from", goodness_from, n)
+    auto = goodness_from == "auto"
+    goodness_from = 0 if auto else _check_index("goodness_from", goodness_from, n)
+    ranges = stage_ranges(n) if auto else [(l, l) for l in range(n)]
     readout_from = _check_index("readout_from", readout_from, n)
     ro_cfg = dict(DEFAULT_READOUT_OPTIM if readout_optim is None else readout_optim)
     readout_opt = make_optimizer(
@@ -429,6 +463,7 @@ def ff(
         if negatives == "random":
             y_neg = sample_wrong_labels(key, y, num_classes)
         elif negatives == "hard":  # the most-confused wrong label (Hinton 2022, 3.3)
+            # (auto: goodness_from is 0, all stages)
             g = sg(goodness_table(params, x, scale))
             y_neg = hardest_wrong_labels(jnp.sum(g[..., goodness_from:], -1), y)
         else:  # Hinton's code: sample in proportion to the read-out's softmax
@@ -465,12 +500,12 @@ def ff(
     def predict_fn(params, state, x):
         scale = label_scale_of(x, label_scale)
         g = goodness_table(params, x, scale)  # [B, C, N]
-        scores = {
-            "goodness": jnp.sum(g[..., goodness_from:], axis=-1),
-            "readout": readout_features(params, x, scale) @ state.readout,
-        }
-        for l in range(n):
-            scores[f"goodness_stage{l}"] = g[..., l]
+        scores = {}
+        if not auto:
+            scores["goodness"] = jnp.sum(g[..., goodness_from:], axis=-1)
+        for a, b in ranges:
+            scores[range_mode(a, b)] = jnp.sum(g[..., a : b + 1], axis=-1)
+        scores["readout"] = readout_features(params, x, scale) @ state.readout
         return scores
 
     def eval_output_fn(params, state, x):
@@ -479,4 +514,5 @@ def ff(
             readout_features(params, x, label_scale_of(x, label_scale)) @ state.readout
         )
 
-    return LearningRule(init_fn, update_fn, predict_fn, eval_output_fn)
+    headline = tuple(range_mode(a, b) for a, b in ranges) if auto else None
+    return LearningRule(init_fn, update_fn, predict_fn, eval_output_fn, headline)
