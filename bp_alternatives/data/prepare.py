@@ -81,6 +81,34 @@ def _subset(rng, x, y, n):
     return x[idx], y[idx]
 
 
+def _splits(arrays, val_fraction, split_seed, train_subset, test_subset):
+    """``(x_tr, y_tr, x_va, y_va, x_te, y_te)``: the subsets, then a validation split
+    carved at random from the (subset of the) training split; ``None`` without one."""
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.RandomState(split_seed)
+    x_tr, y_tr = _subset(rng, arrays["x_train"], arrays["y_train"], train_subset)
+    x_te, y_te = _subset(rng, arrays["x_test"], arrays["y_test"], test_subset)
+    x_va = y_va = None
+    n_val = int(round(float(val_fraction) * len(x_tr)))
+    if n_val > 0:
+        perm = rng.permutation(len(x_tr))
+        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        x_va, y_va, x_tr, y_tr = x_tr[val], y_tr[val], x_tr[train], y_tr[train]
+    return x_tr, y_tr, x_va, y_va, x_te, y_te
+
+
+def _to_float(x: np.ndarray, is_image: bool, scale: bool) -> np.ndarray:
+    """A float32 copy with a channel axis (``[N, H, W, 1]`` / ``[N, L, 1]`` when the
+    input has none), pixels divided by 255 when ``scale``."""
+    x = np.array(x, np.float32)  # a copy: the in-place ops of prepare may use it
+    if x.ndim == (3 if is_image else 2):
+        x = x[..., None]
+    if scale and is_image:
+        np.divide(x, 255.0, out=x)
+    return x
+
+
 def prepare(
     name: str,
     arrays: dict[str, np.ndarray],
@@ -95,32 +123,16 @@ def prepare(
     split_seed: int = 0,
     train_subset: int | None = None,
     test_subset: int | None = None,
-):
-    """Raw arrays (images ``[N, H, W]``/``[N, H, W, C]`` or signals ``[N, L]``) ->
-    ``Dataset`` with the options described in the module docstring."""
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-    rng = np.random.RandomState(split_seed)
-    x_tr, y_tr = _subset(rng, arrays["x_train"], arrays["y_train"], train_subset)
-    x_te, y_te = _subset(rng, arrays["x_test"], arrays["y_test"], test_subset)
-    x_va = y_va = None
-    n_val = int(round(float(val_fraction) * len(x_tr)))
-    if n_val > 0:
-        perm = rng.permutation(len(x_tr))
-        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        x_va, y_va, x_tr, y_tr = x_tr[val], y_tr[val], x_tr[train], y_tr[train]
-
+) -> Dataset:
+    """Raw arrays (images ``[N, H, W]``/``[N, H, W, C]`` uint8, or signals ``[N, L]``)
+    -> ``Dataset`` with the options described in the module docstring."""
+    x_tr, y_tr, x_va, y_va, x_te, y_te = _splits(
+        arrays, val_fraction, split_seed, train_subset, test_subset
+    )
     is_image = arrays["x_train"].dtype == np.uint8
-
-    def to_float(x):
-        x = np.array(x, np.float32)  # a copy: the in-place ops below may use it
-        if x.ndim == (3 if is_image else 2):
-            x = x[..., None]  # a channel axis: [N, H, W, 1] / [N, L, 1]
-        if scale and is_image:
-            np.divide(x, 255.0, out=x)
-        return x
-
-    xs = [to_float(x) if x is not None else None for x in (x_tr, x_va, x_te)]
+    xs = [
+        None if x is None else _to_float(x, is_image, scale) for x in (x_tr, x_va, x_te)
+    ]
     mean, std = _channel_stats(xs[0])  # the training split's, before any resize
     out = []
     for x in xs:
