@@ -40,6 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bp_alternatives.atomic import atomic_path, write_atomic
+
 RESULTS = "results.json"
 CHECKPOINT = "checkpoint.msgpack"  # the trainer's last state (TrainState)
 STATUSES = ("ok", "diverged", "failed")
@@ -753,15 +755,8 @@ def _num_stages(runs: Sequence[RunRecord], key: str) -> int:
 
 
 def _atomic_text(path: str, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):  # a failed write leaves no temp file behind
-            os.remove(tmp)
+    """Write ``text`` to ``path`` atomically."""
+    write_atomic(path, text)
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
@@ -770,13 +765,8 @@ def _save(fig, out_dir: str, name: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         p = os.path.join(out_dir, f"{name}.{ext}")
-        tmp = os.path.join(out_dir, f".{name}.tmp.{os.getpid()}.{ext}")
-        try:
+        with atomic_path(p) as tmp:
             fig.savefig(tmp, dpi=120)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         paths.append(p)
     return paths
 

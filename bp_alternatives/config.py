@@ -20,8 +20,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from bp_alternatives.activations import ACTIVATIONS
-from bp_alternatives.losses import LOSSES
+from bp_alternatives.model.activations import ACTIVATIONS
+from bp_alternatives.model.losses import LOSSES
 from bp_alternatives.optim import OPTIMIZERS, SCHEDULES
 
 

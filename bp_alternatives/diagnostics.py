@@ -14,32 +14,12 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from bp_alternatives.losses import Loss
+from bp_alternatives.geometry import angle_deg, global_norm
 from bp_alternatives.model import Model, output
+from bp_alternatives.model.losses import Loss
 
-if TYPE_CHECKING:  # no runtime import: the rules import angle_deg from here
+if TYPE_CHECKING:
     from bp_alternatives.rules._base import LearningRule
-
-
-def _flat(tree) -> jax.Array:
-    return jnp.concatenate(
-        [jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
-    )
-
-
-def angle_deg(u, v) -> jax.Array:
-    """Angle in degrees between two pytrees as flat vectors (NaN if one is zero)."""
-    u, v = _flat(u), _flat(v)
-    nu, nv = jnp.linalg.norm(u), jnp.linalg.norm(v)
-    cos = jnp.dot(u, v) / (nu * nv)
-    cos = jnp.where((nu > 0) & (nv > 0), jnp.clip(cos, -1.0, 1.0), jnp.nan)
-    return jnp.degrees(jnp.arccos(cos))
-
-
-def global_norm(tree) -> jax.Array:
-    return jnp.sqrt(
-        sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree))
-    )
 
 
 def per_stage(fn, *trees) -> jax.Array:
@@ -51,10 +31,11 @@ def with_alignment(rule: LearningRule, model: Model, loss: Loss) -> LearningRule
     """Wrap ``rule`` so its metrics carry per-stage alignment with exact backprop.
 
     Adds ``alignment_deg`` (``[L]``, angle between the rule's direction and ``jax.grad``
-    of the loss for each stage's params; the loss is ``rule.objective`` where the rule
-    gives one, else the model's loss on its feed-forward output), ``grad_norm``
-    (``[L]``, norm of the exact gradient) and ``update_norm`` (``[L]``, norm of the
-    rule's direction). For exact backprop the angle is 0 degrees.
+    of the loss for each stage's params, 90 where either is zero, see
+    ``bp_alternatives.geometry``; the loss is ``rule.objective`` where the rule gives
+    one, else the model's loss on its feed-forward output), ``grad_norm`` (``[L]``,
+    norm of the exact gradient) and ``update_norm`` (``[L]``, norm of the rule's
+    direction). For exact backprop the angle is 0 degrees.
 
     References:
       Lillicrap et al. (2016), "Random synaptic feedback weights support error

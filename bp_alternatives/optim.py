@@ -134,10 +134,11 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """Build the optimizer that applies every rule's direction.
 
-    ``clip_norm`` clips the direction's global norm first (the seed article's fix for
-    exploding gradients). For ``sgd`` and ``adam``, ``weight_decay`` is added to the
-    direction *before* the learning-rate scaling (L2 regularisation); chaining it after
-    the scaling is a known bug in public code. ``adamw`` applies decoupled decay.
+    ``clip_norm`` clips the direction's global norm first (the fix for exploding
+    gradients in the backprop article, docs/references.md). For ``sgd`` and ``adam``,
+    ``weight_decay`` is added to the direction *before* the learning-rate scaling (L2
+    regularisation); chaining it after the scaling is a known bug in public code.
+    ``adamw`` applies decoupled decay.
     ``schedule="step"`` with ``decay_epochs`` (needs ``steps_per_epoch``) or
     ``decay_steps`` and ``decay_factor``: the rate is multiplied by ``decay_factor``
     at each boundary (``lr / 10`` at epochs 50 and 75: ``decay_epochs=[50, 75]``).

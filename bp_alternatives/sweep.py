@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bp_alternatives.atomic import write_atomic
 from bp_alternatives.config import check_optimized_metric
 from bp_alternatives.train import run, write_json
 
@@ -95,7 +96,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         results = failed_results(cfg, e)
         if _lead():
             write_json(os.path.join(ctx.out_dir, "results.json"), results)
-        if not ctx.multirun:  # a single run fails loudly, as before
+        if not ctx.multirun:  # a single run fails loudly
             raise
         print(
             f"[job failed] {ctx.override_dirname or ctx.out_dir}: {results['error']}",
@@ -277,10 +278,7 @@ def summarise(sweep_dir: str) -> tuple[str, list[dict[str, Any]]]:
             f"{'' if acc is None else f'{acc:.4f}'} | {err} |"
         )
     text = "\n".join(lines) + "\n"
-    tmp = os.path.join(sweep_dir, f".{SUMMARY_MD}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(sweep_dir, SUMMARY_MD))
+    write_atomic(os.path.join(sweep_dir, SUMMARY_MD), text)
     return head, bad
 
 

@@ -21,16 +21,17 @@ import hydra
 import jax
 from omegaconf import DictConfig, OmegaConf
 
+from bp_alternatives.atomic import atomic_path
 from bp_alternatives.config import ConfigError, closest, validate_config
 from bp_alternatives.data import Dataset, load_dataset
-from bp_alternatives.losses import get_loss
+from bp_alternatives.data.dataset import validate_dataset
 from bp_alternatives.model import Model
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.optim import make_optimizer, make_schedule
 from bp_alternatives.progress import log_to
 from bp_alternatives.provenance import provenance
 from bp_alternatives.rules import get_rule
 from bp_alternatives.trainer import fit_seeds
-from bp_alternatives.validation import validate_dataset
 from bp_alternatives.writers import CSVWriter, MetricWriter, NullWriter, WandbWriter
 
 
@@ -83,7 +84,7 @@ def build_rule(
                 "counts: build_rule(cfg, model, total_steps, steps_per_epoch)"
             )
     if name == "ff" and kwargs.get("epochs_per_stage") is not None:
-        # layerwise FF in epochs (the issue's unit); the rule counts steps
+        # layerwise FF is configured in epochs; the rule counts steps
         eps = int(kwargs.pop("epochs_per_stage"))
         if kwargs.get("steps_per_stage") is not None:
             raise ValueError(
@@ -195,16 +196,8 @@ def device_info() -> dict[str, Any]:
 
 def write_json(path: str, obj: Any) -> None:
     """Write JSON atomically (temp file + rename): readers never see half a file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 # Keys that may differ between a run and its resumption (they change no number).

@@ -22,10 +22,11 @@ from flax import serialization
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bp_alternatives.atomic import write_atomic
 from bp_alternatives.data import Dataset
 from bp_alternatives.diagnostics import with_alignment
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Params, init_params, output
+from bp_alternatives.model.losses import Loss
 from bp_alternatives.progress import EPOCH_LOG, Progress, epoch_line
 from bp_alternatives.rules._base import Batch, LearningRule
 from bp_alternatives.writers import MetricWriter, NullWriter
@@ -252,16 +253,7 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):  # a failed write leaves no temp file behind
-            os.remove(tmp)
+    write_atomic(path, data)
 
 
 def _data_mesh(data_parallel: bool, batch_size: int):

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from bp_alternatives.atomic import atomic_path
+
 
 class MetricWriter(Protocol):
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -54,12 +56,10 @@ class CSVWriter:
         new = [k for k in row if k not in self._fields]
         self._fields.extend(new)
         self._rows.append(row)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self._fields)
             w.writeheader()
             w.writerows(self._rows)
-        os.replace(tmp, self.path)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         del summary  # results.json holds the summary

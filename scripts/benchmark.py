@@ -20,9 +20,9 @@ compiled ``lax.scan``, state donated) on synthetic data resident on the device
 * ``vs bp``: time per step over ``bp``'s, the median of the per-round ratios.
 * ``cpu:`` columns: the same two ratios in this process's CPU time (all threads).
   On a machine other jobs share, wall time swings with their load while CPU time
-  tracks the work done, so these are the steadier comparison; the issue's targets
-  are judged on wall time. The JSON also keeps every epoch's times and the ratios of
-  the fastest epochs (``*_min``).
+  tracks the work done, so these are the steadier comparison; the performance
+  targets are judged on wall time. The JSON also keeps every epoch's times and the
+  ratios of the fastest epochs (``*_min``).
 * ``% ceil``: achieved FLOP/s over the matmul ceiling measured in the same run,
   both counted with the *bp-equivalent* FLOPs below (so rules compare: a rule that
   does twice bp's arithmetic in the same time shows the same fraction as bp; its own
@@ -94,13 +94,13 @@ import jax.numpy as jnp
 import yaml
 from jax import lax
 
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import mlp
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.optim import OPTIMIZERS, make_optimizer
 from bp_alternatives.rules import RULES, UnsupportedModelError
 from bp_alternatives.trainer import init_state, make_epoch_fn
 
-# Targets from the issue (reported, never asserted): bp's fraction of the matmul
+# Performance targets (reported, never asserted): bp's fraction of the matmul
 # ceiling per (widths, batch size), cost relative to bp on the headline net, and
 # seeds under vmap no slower than one after another.
 HEADLINE = ((784, 1000, 1000, 10), 256)
@@ -396,7 +396,7 @@ def summarise(
 
 
 def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets that apply to this run, with the measured values (wall
+    """The performance targets that apply to this run, with the measured values (wall
     time, which the targets are about; ``value_cpu``: the same in CPU time)."""
     rows = {r["name"]: r for r in result["rows"]}
     cfg = result["config"]

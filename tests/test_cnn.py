@@ -11,7 +11,6 @@ import optax
 import pytest
 
 from bp_alternatives.data import Dataset
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import (
     POST_OPS,
     Model,
@@ -23,6 +22,7 @@ from bp_alternatives.model import (
     lenet,
     max_pool,
 )
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, UnsupportedModelError, bp, manual_bp
 from bp_alternatives.rules._manual_backprop import conv_backward
 from bp_alternatives.trainer import fit

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bp_alternatives import data_files as df
-from bp_alternatives import datasets as ds
-from bp_alternatives.data import DATASETS, load_dataset
-from bp_alternatives.data_files import CorruptFileError, DatasetNotFoundError, FileSpec
+from bp_alternatives.data import DATASETS, load_dataset, resize_images
+from bp_alternatives.data import images as ds
+from bp_alternatives.data import mnist1d as mnist1d_module
+from bp_alternatives.data.files import CorruptFileError, DatasetNotFoundError, FileSpec
+from bp_alternatives.data.formats import parse_cifar_batch, parse_idx
+from bp_alternatives.data.mnist1d import make_mnist1d
 
 NAMES = (
     "train-images-idx3-ubyte.gz",
@@ -206,7 +208,7 @@ def test_checksum_mismatch_is_a_clear_error(fake_fashion):
 )
 def test_idx_header_errors(raw, match):
     with pytest.raises(CorruptFileError, match=match):
-        df.parse_idx(raw, "some-idx")
+        parse_idx(raw, "some-idx")
 
 
 def test_labels_must_match_images(fake_fashion):
@@ -255,7 +257,7 @@ def test_download_verifies_and_falls_back_to_the_next_mirror(fake_fashion, mirro
     np.testing.assert_array_equal(d.x_train[..., 0], arrays["x_train"])
     assert sorted(p.name for p in (root / "fashion_mnist").iterdir()) == sorted(
         [*NAMES, "fashion_mnist.npz"]
-    )  # verified downloads only, no *.part left
+    )  # verified downloads only, no temporary file left
 
 
 def test_download_failures_are_reported(fake_fashion, mirror):
@@ -270,7 +272,9 @@ def test_download_failures_are_reported(fake_fashion, mirror):
     assert "t10k-labels-idx1-ubyte.gz: download failed" in msg
     assert url("bad") + NAMES[3] in msg and "not a complete gzip file" in msg
     assert url("empty") + NAMES[3] in msg and "404" in msg
-    assert not list((root / "fashion_mnist").glob("*.part"))
+    assert sorted(p.name for p in (root / "fashion_mnist").iterdir()) == sorted(
+        NAMES[:3]
+    )  # the failed file left no temporary file behind
 
 
 def test_bpa_offline_blocks_downloads(fake_fashion, mirror, monkeypatch):
@@ -435,7 +439,7 @@ def test_cifar_unpickler_refuses_code():
 
     blob = pickle.dumps({b"data": Evil(), b"labels": []})
     with pytest.raises(CorruptFileError, match=r"refusing to unpickle"):
-        df.parse_cifar_batch(blob, "evil")
+        parse_cifar_batch(blob, "evil")
 
 
 # --------------------------------------------------------------------------------------
@@ -480,16 +484,16 @@ def test_resize_bilinear_matches_jax_image_and_pad_centres():
 
     rng = np.random.RandomState(0)
     x = rng.rand(3, 28, 28, 1).astype(np.float32)
-    got = ds.resize_images(x, 32, "bilinear")
+    got = resize_images(x, 32, "bilinear")
     want = np.asarray(jax.image.resize(x, (3, 32, 32, 1), "bilinear"))
     np.testing.assert_allclose(got, want, atol=1e-5)
-    padded = ds.resize_images(x, 32, "pad")
+    padded = resize_images(x, 32, "pad")
     np.testing.assert_array_equal(padded[:, 2:30, 2:30], x)
     assert float(np.abs(padded).sum()) == pytest.approx(float(x.sum()), rel=1e-5)
     with pytest.raises(ValueError, match=r"only enlarging"):
-        ds.resize_images(x, 20)
+        resize_images(x, 20)
     with pytest.raises(ValueError, match=r"valid: \['bilinear', 'pad'\]"):
-        ds.resize_images(x, 32, "nearest")
+        resize_images(x, 32, "nearest")
 
 
 def test_lenet_inputs_are_32x32(fake_fashion):
@@ -544,14 +548,12 @@ def test_mnist1d_matches_reference_and_leaves_global_rng_alone(tmp_path):
 def test_mnist1d_cache_is_keyed_by_arguments_and_generator_version(
     tmp_path, monkeypatch
 ):
-    import bp_alternatives.datasets as datasets_mod
-
     load_dataset("mnist1d", root=str(tmp_path), num_samples=500)
     # the defaults spelled out are the same set: the same cache file
     load_dataset("mnist1d", root=str(tmp_path), num_samples=500, train_split=0.8)
     assert len(list((tmp_path / "mnist1d").glob("mnist1d-*.npz"))) == 1
     # a new generator version never reads an older generator's cached arrays
-    monkeypatch.setattr(datasets_mod, "GENERATOR_VERSION", 999)
+    monkeypatch.setattr(mnist1d_module, "GENERATOR_VERSION", 999)
     load_dataset("mnist1d", root=str(tmp_path), num_samples=500)
     assert len(list((tmp_path / "mnist1d").glob("mnist1d-*.npz"))) == 2
 
@@ -560,8 +562,6 @@ def test_mnist1d_generator_equals_the_package_where_installed():
     mnist1d = pytest.importorskip(
         "mnist1d.data", reason="the reference package mnist1d is not installed"
     )
-    from bp_alternatives.mnist1d import make_mnist1d
-
     args = mnist1d.get_dataset_args()
     args.num_samples, args.seed, args.shuffle_seq = 400, 7, True
     state = np.random.get_state()

@@ -19,8 +19,8 @@ import optax
 import pytest
 
 from bp_alternatives.data import load_dataset
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model, Stage, init_params, mlp, output
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import (
     Batch,
     DirectFeedbackAlignmentState,

@@ -1,5 +1,5 @@
 """configs/experiment/: every config composes (sweeper params included) and says what
-it reproduces; the seed article's demonstrations do what their headers claim (XOR
+it reproduces; the backprop article's demonstrations do what their headers claim (XOR
 decision boundaries drawn from the trained parameters, vanishing gradients, a diverged
 vs a clipped run, remat's identical curve); the step schedule of the biotorch set-up;
 and the README's main job (one command: the sweep, the table with all six rules, the
@@ -28,7 +28,7 @@ from bp_alternatives.compare import (
     restore_predictor,
 )
 from bp_alternatives.config import ConfigError, validate_config
-from bp_alternatives.data_files import DatasetNotFoundError
+from bp_alternatives.data.files import DatasetNotFoundError
 from bp_alternatives.optim import make_optimizer, make_schedule
 from bp_alternatives.rules import RULES
 from bp_alternatives.train import build_data, build_optimizer, run
@@ -502,7 +502,7 @@ def test_experiment_runs_one_tiny_epoch(tmp_path, name):
 
 @pytest.mark.slow
 def test_fashion_mnist_mlp_five_epochs(tmp_path):
-    """Issue 6: `python -m experiments.train data=fashion_mnist rule=bp
+    """`python -m experiments.train data=fashion_mnist rule=bp
     trainer.epochs=5` (784-256-256-10 tanh, Adam 1e-3, batch 64) reaches >= 87% test
     accuracy -- measured 2026-11-29: bp 0.8730, fa 0.8653, dfa 0.8670, ~3.5 s per
     run. The asserted floors leave half a point for other CPUs' float rounding."""
@@ -519,7 +519,7 @@ def test_fashion_mnist_mlp_five_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_lenet_learns_fashion_mnist_subset_with_bp_fa_and_dfa(tmp_path):
-    """Issue 6: a CNN trained by bp, fa and dfa on a Fashion-MNIST subset learns.
+    """A CNN trained by bp, fa and dfa on a Fashion-MNIST subset learns.
     The biotorch LeNet set-up (SGD 1e-3, momentum 0.9) on 8000 training images (7200
     after the validation split) for 4 epochs, ~45 s -- measured 2026-11-29: test
     accuracy bp 0.719, fa 0.501, dfa 0.607 (chance 0.10), train loss bp 1.14 -> 0.70,

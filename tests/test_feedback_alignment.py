@@ -23,8 +23,8 @@ import optax
 import pytest
 
 from bp_alternatives.data import load_dataset
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model, Stage, init_params, mlp
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, UnsupportedModelError, fa, loss_fn
 from bp_alternatives.rules._feedback_alignment import usf_scale
 from bp_alternatives.trainer import fit, init_state, make_train_step

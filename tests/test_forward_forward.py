@@ -13,8 +13,8 @@ import optax
 import pytest
 
 from bp_alternatives.data import Dataset, load_digits
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model, Stage, init_params, mlp, output
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, UnsupportedModelError, ff, get_rule
 from bp_alternatives.rules._forward_forward import (
     embed_label,
@@ -601,7 +601,7 @@ def test_experiment_configs_build_the_rule(experiment):
 
 @pytest.mark.slow
 def test_digits_two_hidden_relu_stages_reach_90_percent():
-    """The issue's bar: >= 90% test accuracy on digits with a 2-hidden-stage ReLU MLP
+    """>= 90% test accuracy on digits with a 2-hidden-stage ReLU MLP
     (64-256-256-10, rule defaults, Adam 1e-3, batch 64, 20 epochs)."""
     data = load_digits()
     model = mlp(

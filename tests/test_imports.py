@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import pkgutil
 import subprocess
@@ -40,3 +41,96 @@ def test_every_module_imports_first():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+# --- the import graph, read from the source ------------------------------------------
+
+PACKAGE_DIR = os.path.join(REPO, "bp_alternatives")
+
+
+def _module_name(path: str) -> str:
+    rel = os.path.relpath(path, REPO)[: -len(".py")].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _modules() -> dict[str, str]:
+    """``{module name: path}`` of every module of the package."""
+    found = {}
+    for d, _, files in os.walk(PACKAGE_DIR):
+        for f in files:
+            if f.endswith(".py"):
+                found[_module_name(os.path.join(d, f))] = os.path.join(d, f)
+    return found
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(path: str, modules: dict[str, str]) -> list[tuple[str, bool]]:
+    """``(imported package module, at module level?)`` for each import in ``path``;
+    ``from pkg import sub`` counts as importing ``pkg.sub`` when that is a module.
+    Imports under ``if TYPE_CHECKING:`` never run and are left out."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    out = []
+
+    def visit(node, top: bool):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                continue
+            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.Import):
+                out.extend((a.name, top) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                for a in child.names:
+                    sub = f"{child.module}.{a.name}"
+                    out.append((sub if sub in modules else child.module, top))
+            visit(child, top and not nested)
+
+    visit(tree, True)
+    return [(m, top) for m, top in out if m in modules]
+
+
+# Function-local imports of package modules that remain, in the report, sweep and
+# config modules; this set may only shrink.
+LOCAL_IMPORTS_LEFT = {
+    "bp_alternatives.compare -> bp_alternatives.model",
+    "bp_alternatives.compare -> bp_alternatives.train",
+    "bp_alternatives.compare -> bp_alternatives.trainer",
+    "bp_alternatives.compare -> bp_alternatives.writers",
+    "bp_alternatives.config -> bp_alternatives.rules",
+    "bp_alternatives.sweep -> bp_alternatives.compare",
+}
+
+
+def test_no_import_cycles_and_no_new_function_local_imports_of_the_package():
+    """The module-level import graph of the package has no cycle (a package's
+    ``__init__`` importing its own modules is an edge like any other), and no
+    function imports a package module beyond ``LOCAL_IMPORTS_LEFT``."""
+    modules = _modules()
+    graph = {m: set() for m in modules}
+    local = []
+    for m, path in modules.items():
+        for dep, top in _imports(path, modules):
+            if top:
+                graph[m].add(dep)
+            else:
+                local.append(f"{m} -> {dep}")
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def dfs(m, path):
+        state[m] = 1
+        for dep in sorted(graph[m]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join([*path[path.index(dep) :], dep]))
+            elif dep not in state:
+                dfs(dep, [*path, dep])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            dfs(m, [m])
+    assert not cycles, cycles
+    assert set(local) <= LOCAL_IMPORTS_LEFT, sorted(set(local) - LOCAL_IMPORTS_LEFT)

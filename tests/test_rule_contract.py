@@ -17,8 +17,8 @@ import optax
 import pytest
 
 from bp_alternatives.data import Dataset
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import init_params, mlp
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import RULES, Batch, get_rule
 from bp_alternatives.trainer import fit
 

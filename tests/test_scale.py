@@ -119,8 +119,8 @@ for dp in (False, True):
 print("HISTORIES" + json.dumps(out))
 # the data-parallel program really is partitioned: gradients are all-reduced
 import jax.numpy as jnp, optax
-from bp_alternatives.data import load_xor
-from bp_alternatives.losses import get_loss
+from bp_alternatives.data import load_digits
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.model import mlp
 from bp_alternatives.rules import bp
 from bp_alternatives.trainer import _data_mesh, init_state, make_epoch_fn
@@ -179,8 +179,8 @@ def test_remat_gives_the_same_gradients_as_plain_bp():
     import jax
     import jax.numpy as jnp
 
-    from bp_alternatives.losses import get_loss
     from bp_alternatives.model import init_params, mlp
+    from bp_alternatives.model.losses import get_loss
     from bp_alternatives.rules import Batch, bp
 
     with jax.enable_x64(True):

@@ -12,8 +12,8 @@ import optax
 import pytest
 
 from bp_alternatives.data import load_digits
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import cnn, forward, init_params, mlp, stage_fn
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import (
     RULES,
     Batch,

@@ -17,8 +17,8 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from bp_alternatives.data import load_xor
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import mlp
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, bp, manual_bp
 from bp_alternatives.train import run
 from bp_alternatives.trainer import init_state, make_train_step
@@ -205,7 +205,8 @@ def test_batch_larger_than_dataset_is_rejected(cfg_factory):
 
 @pytest.mark.parametrize("factory", [bp, manual_bp], ids=["bp", "manual_bp"])
 def test_xor_learned_by_a_small_sigmoid_net(factory):
-    """The seed article's XOR demo: 2-4-2 sigmoid net, MSE, plain SGD, 3000 steps."""
+    """The backprop article's XOR demo (docs/references.md): 2-4-2 sigmoid net, MSE,
+    plain SGD, 3000 steps."""
     data = load_xor()
     model = mlp(
         (2,),

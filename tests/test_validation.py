@@ -8,9 +8,9 @@ from hydra.errors import ConfigCompositionException
 
 from bp_alternatives.config import ConfigError, validate_config
 from bp_alternatives.data import load_xor
+from bp_alternatives.data.dataset import DataError, validate_dataset
 from bp_alternatives.rules import RULES
 from bp_alternatives.train import run
-from bp_alternatives.validation import DataError, validate_dataset
 from tests.conftest import compose_cfg
 
 

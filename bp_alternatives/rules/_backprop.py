@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import jax
 
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, forward
+from bp_alternatives.model.losses import Loss
 from bp_alternatives.rules._base import LearningRule
 
 

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Params, output
+from bp_alternatives.model.losses import Loss
 
 RuleState = Any  # a pytree, normally a NamedTuple called <Rule>State
 Metrics = dict[str, jax.Array]

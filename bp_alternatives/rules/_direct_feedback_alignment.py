@@ -21,8 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Stage, apply_linear, forward, init_params
+from bp_alternatives.model.losses import Loss
 from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
 
 DFA_FEEDBACKS = ("independent", "shared")
@@ -110,7 +110,7 @@ def dfa(
                 for l, n_l in enumerate(n_hidden)
             )
         else:
-            # Pitfall of a shared matrix (REFERENCES.md): stages of equal width get
+            # Pitfall of a shared matrix (docs/references.md): stages of equal width get
             # the same columns B[:, :n_l], hence identical feedback signals e B_l.
             width = max(n_hidden)
             B = (

@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.diagnostics import angle_deg
-from bp_alternatives.initializers import get_initializer
-from bp_alternatives.losses import Loss
+from bp_alternatives.geometry import angle_deg
 from bp_alternatives.model import Model, Stage, apply_linear, init_params
+from bp_alternatives.model.initializers import get_initializer
+from bp_alternatives.model.losses import Loss
 from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
 

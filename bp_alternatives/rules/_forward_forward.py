@@ -58,8 +58,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Stage, apply_linear
+from bp_alternatives.model.losses import Loss
 from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
 

@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.losses import Loss, as_targets
+from bp_alternatives.geometry import angle_deg
 from bp_alternatives.model import Model, stage_fn
+from bp_alternatives.model.losses import Loss, as_targets
 from bp_alternatives.optim import OPTIMIZERS, make_optimizer
 from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
 
@@ -90,19 +91,6 @@ def apply_synthesizer(theta: SynthParams, z: jax.Array) -> jax.Array:
     for layer in theta[:-1]:
         z = jax.nn.relu(z @ layer["kernel"] + layer["bias"])
     return z @ theta[-1]["kernel"] + theta[-1]["bias"]
-
-
-def _angle_deg(u: jax.Array, v: jax.Array) -> jax.Array:
-    """Angle between two arrays seen as flat vectors; 90 degrees if either is zero.
-
-    A zero prediction (the synthesizers' zero-initialised start) carries no direction;
-    it is reported as orthogonal (cos = 0) rather than NaN so epoch means stay finite.
-    """
-    u, v = jnp.ravel(u), jnp.ravel(v)
-    nu, nv = jnp.linalg.norm(u), jnp.linalg.norm(v)
-    ok = (nu > 0) & (nv > 0)
-    cos = jnp.where(ok, jnp.dot(u, v) / jnp.where(ok, nu * nv, 1.0), 0.0)
-    return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
 
 
 def sg(
@@ -341,7 +329,7 @@ def sg(
         }
         if diagnostics or oracle:
             metrics["synth_angle_deg"] = jnp.stack(
-                [_angle_deg(d, t) for d, t in zip(delta_hat, true_deltas, strict=True)]
+                [angle_deg(d, t) for d, t in zip(delta_hat, true_deltas, strict=True)]
             ).astype(value.dtype)
         new_state = SyntheticGradientsState(theta, opt_state, state.step + 1)
         return tuple(direction), new_state, metrics

@@ -1,41 +1,10 @@
-"""The data interface: plain arrays plus metadata.
-
-A ``Dataset`` holds numpy arrays (``x_*`` float32 ``[N, ...input_shape]``, ``y_*``
-int32 ``[N]``) and its metadata. Loaders are registered in ``DATASETS`` under the
-names used on the command line (``data=digits``).
-"""
+"""Toy datasets that need no file: scikit-learn's 8x8 digits and the four XOR points."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import numpy as np
 
-from bp_alternatives.datasets import (
-    load_cifar10,
-    load_fashion_mnist,
-    load_mnist,
-    load_mnist1d,
-)
-
-
-class Dataset(NamedTuple):
-    """Train and test arrays plus metadata.
-
-    ``x_val`` / ``y_val``: a validation split carved from the training data when a
-    loader is asked for one (``data.val_fraction``), else ``None``.
-    """
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    input_shape: tuple[int, ...]
-    name: str
-    x_val: np.ndarray | None = None
-    y_val: np.ndarray | None = None
+from bp_alternatives.data.dataset import Dataset
 
 
 def _standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -62,11 +31,13 @@ def load_digits(
     training split's per-pixel mean and std. Raises ``ValueError`` when
     ``val_fraction`` is outside ``[0, 1)``.
     """
-    from sklearn.datasets import load_digits as _sk_load_digits
+    # Imported here, not at module level: importing sklearn.datasets takes seconds
+    # and only data=digits needs it.
+    from sklearn.datasets import load_digits as sklearn_load_digits
 
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-    bunch = _sk_load_digits()
+    bunch = sklearn_load_digits()
     x = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int32)
     perm = np.random.RandomState(split_seed).permutation(len(x))
@@ -96,25 +67,3 @@ def load_xor() -> Dataset:
     return Dataset(
         x, y, x.copy(), y.copy(), num_classes=2, input_shape=(2,), name="xor"
     )
-
-
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "digits": load_digits,
-    "xor": load_xor,
-    # Real datasets (files found, downloaded, checked, cached): bp_alternatives.datasets
-    "fashion_mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-    "mnist1d": load_mnist1d,
-}
-
-
-def load_dataset(name: str, **kwargs) -> Dataset:
-    """Load a dataset by name; unknown names list the valid ones."""
-    try:
-        loader = DATASETS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}"
-        ) from None
-    return loader(**kwargs)

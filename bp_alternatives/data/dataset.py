@@ -1,10 +1,33 @@
-"""Checks at the data boundary: bad arrays fail loudly, naming the dataset and index."""
+"""The data interface: a ``Dataset`` (plain arrays plus metadata) and its checks.
+
+A ``Dataset`` holds numpy arrays (``x_*`` float32 ``[N, ...input_shape]``, ``y_*``
+int32 ``[N]``) and its metadata. ``validate_dataset`` rejects arrays that cannot be
+trained on, naming the dataset, the split and the index.
+"""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from bp_alternatives.data import Dataset
+
+class Dataset(NamedTuple):
+    """Train and test arrays plus metadata.
+
+    ``x_val`` / ``y_val``: a validation split carved from the training data when a
+    loader is asked for one (``data.val_fraction``), else ``None``.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    input_shape: tuple[int, ...]
+    name: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
 
 class DataError(ValueError):

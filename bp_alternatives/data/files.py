@@ -1,6 +1,6 @@
 """Dataset files on disk: where to look, how to download, how to verify, how to cache.
 
-The image loaders in ``bp_alternatives.datasets`` describe each file they need as a
+The image loaders in ``bp_alternatives.data.images`` describe each file they need as a
 ``FileSpec`` (its published name and its checksums) and call ``locate`` to find it:
 
 1. ``<root>/<dataset>/`` and ``<root>/`` (``root`` is ``data.root``; by default
@@ -23,12 +23,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import io
 import logging
 import os
-import pickle
-import struct
-import tarfile
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -37,10 +33,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bp_alternatives.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0  # seconds, per download attempt
 CACHE_VERSION = 1
+SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")  # the arrays a cache holds
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -196,8 +195,9 @@ def download(
 ) -> tuple[Path | None, list[str]]:
     """Try each mirror in turn; return ``(path or None, errors)``.
 
-    The file is written to ``<dest_dir>/<name>.part``, decompressed and checked, and
-    only then renamed to ``<dest_dir>/<name>``; a failed attempt leaves nothing behind.
+    The file is written to a temporary file in ``dest_dir``, decompressed and
+    checked, and only then renamed to ``<dest_dir>/<name>``; a failed attempt leaves
+    nothing behind.
     """
     errors = []
     try:
@@ -205,26 +205,24 @@ def download(
     except OSError as err:
         return None, [f"cannot create {dest_dir}: {err}"]
     dest = dest_dir / spec.name
-    part = dest_dir / (spec.name + ".part")
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + spec.name
         try:
             log.warning("downloading %s -> %s", url, dest)
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                with open(part, "wb") as f:
-                    while chunk := resp.read(1 << 20):
-                        f.write(chunk)
-            packed = part.read_bytes()
-            # Decompress only where a checksum of the decompressed bytes is known
-            # (a CIFAR tarball is checked as published, without inflating 170 MB).
-            raw = decompress(dest, packed) if (spec.sha256 or spec.md5) else b""
-            if verify:
-                check(spec, dest, packed, raw)
-            os.replace(part, dest)
+            with atomic_path(dest) as part:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    with open(part, "wb") as f:
+                        while chunk := resp.read(1 << 20):
+                            f.write(chunk)
+                packed = part.read_bytes()
+                # Decompress only where a checksum of the decompressed bytes is known
+                # (a CIFAR tarball is checked as published, without inflating 170 MB).
+                raw = decompress(dest, packed) if (spec.sha256 or spec.md5) else b""
+                if verify:
+                    check(spec, dest, packed, raw)
             return dest, errors
         except (OSError, ValueError, http.client.HTTPException) as err:
             errors.append(f"{url}: {type(err).__name__}: {err}")
-            part.unlink(missing_ok=True)
     return None, errors
 
 
@@ -287,111 +285,6 @@ def locate(
 
 
 # --------------------------------------------------------------------------------------
-# Formats
-
-_IDX_TYPES = {0x08: np.uint8}
-
-
-def parse_idx(raw: bytes, path: Path | str) -> np.ndarray:
-    """Parse an IDX file (LeCun's MNIST format): magic ``00 00 <type> <ndim>``, then
-    ``ndim`` big-endian uint32 sizes, then the data. The length must match exactly."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise CorruptFileError(
-            f"{path}: not an IDX file (the header must start with two zero bytes; "
-            f"got {raw[:4].hex() or 'an empty file'})"
-        )
-    dtype_code, ndim = raw[2], raw[3]
-    if dtype_code not in _IDX_TYPES:
-        raise CorruptFileError(
-            f"{path}: IDX data type 0x{dtype_code:02x} is not supported (only 0x08, "
-            "unsigned bytes, as MNIST and Fashion-MNIST use)"
-        )
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise CorruptFileError(f"{path}: IDX header truncated ({len(raw)} bytes)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    want = header + int(np.prod(dims, dtype=np.int64))
-    if len(raw) != want:
-        raise CorruptFileError(
-            f"{path}: IDX header says shape {dims} ({want} bytes) but the decompressed "
-            f"file has {len(raw)} bytes; it is truncated or corrupt"
-        )
-    return np.frombuffer(raw, _IDX_TYPES[dtype_code], offset=header).reshape(dims)
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles only what CIFAR batches contain: dicts, lists, numbers, bytes and
-    numpy arrays. Anything else (a pickle can call any importable function) is refused.
-    """
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 hold bytes
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        if module == "numpy.core.multiarray":  # Python 2 era name; numpy 2 moved it
-            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
-        return super().find_class(module, name)
-
-
-def parse_cifar_batch(raw: bytes, path: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """A CIFAR-10 python batch: ``{b"data": uint8 [N, 3072], b"labels": [N]}``.
-
-    Returns images ``[N, 32, 32, 3]`` (the rows hold the R, G, B planes, each 32x32
-    row-major) and int labels ``[N]``.
-    """
-    try:
-        d = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as err:  # any unpickling failure means a damaged batch
-        raise CorruptFileError(
-            f"{path}: not a readable CIFAR batch ({type(err).__name__}: {err})"
-        ) from err
-    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
-        raise CorruptFileError(
-            f"{path}: a CIFAR batch is a dict with b'data' and b'labels'; got "
-            f"{type(d).__name__} with keys {sorted(d) if isinstance(d, dict) else '-'}"
-        )
-    data = np.asarray(d[b"data"])
-    labels = np.asarray(d[b"labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise CorruptFileError(
-            f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}"
-        )
-    if labels.shape != (data.shape[0],):
-        raise CorruptFileError(
-            f"{path}: {data.shape[0]} images but labels of shape {labels.shape}"
-        )
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
-
-
-def read_tar_members(path: Path, names: Sequence[str]) -> dict[str, bytes]:
-    """Read members (by base name) from a ``.tar.gz`` in memory, never extracting."""
-    out: dict[str, bytes] = {}
-    try:
-        with tarfile.open(path, "r:gz") as tar:
-            for member in tar:
-                base = member.name.rsplit("/", 1)[-1]
-                if base in names and member.isfile():
-                    f = tar.extractfile(member)
-                    out[base] = f.read() if f is not None else b""
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        raise CorruptFileError(
-            f"{path} is not a complete tar.gz archive ({type(err).__name__}: {err}); "
-            "it is probably truncated or corrupt: delete it and provide it again"
-        ) from err
-    missing = [n for n in names if n not in out]
-    if missing:
-        raise CorruptFileError(f"{path}: archive lacks member(s) {missing}")
-    return out
-
-
-# --------------------------------------------------------------------------------------
 # The parsed-array cache
 
 
@@ -416,13 +309,11 @@ def load_cache(path: Path, keys: Sequence[str], need_verified: bool):
 def save_cache(path: Path, arrays: dict[str, np.ndarray], verified: bool) -> bool:
     """Write the cache atomically; ``False`` (and a log line) if the directory is not
     writable -- the data still loads, only the next start is slower."""
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, version=CACHE_VERSION, verified=verified, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, version=CACHE_VERSION, verified=verified, **arrays)
         return True
     except OSError as err:
         log.warning("could not write cache %s: %s", path, err)
-        tmp.unlink(missing_ok=True)
         return False

@@ -17,13 +17,21 @@ References:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-# Bump when the generator's output changes: it keys the dataset cache (datasets.py),
-# so a cached set made by an older generator is never read back as the current one.
+from bp_alternatives.data import files as df
+from bp_alternatives.data.dataset import Dataset
+from bp_alternatives.data.files import SPLIT_KEYS
+from bp_alternatives.data.prepare import prepare
+
+# Bump when the generator's output changes: it keys the dataset cache
+# (``load_mnist1d``), so a cached set made by an older generator is never read back
+# as the current one.
 GENERATOR_VERSION = 1
 
 # The defaults of mnist1d.data.get_dataset_args(): 4000 train / 1000 test signals.
@@ -121,3 +129,52 @@ def make_mnist1d(**overrides: Any) -> dict[str, np.ndarray]:
     x = (x - x.mean()) / x.std()
     split = int(len(y) * float(a["train_split"]))
     return {"x": x[:split], "y": y[:split], "x_test": x[split:], "y_test": y[split:]}
+
+
+def load_mnist1d(
+    root: str | None = None,
+    cache: bool = True,
+    flatten: bool = True,
+    val_fraction: float = 0.0,
+    split_seed: int = 0,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    **generator: Any,
+) -> Dataset:
+    """MNIST-1D: 40-point signals of 10 classes, generated offline (4000 / 1000 by
+    default); ``generator`` overrides the generator's arguments (``num_samples``,
+    ``seed``, ``shuffle_seq``, ...; see ``DEFAULTS``).
+
+    The generator standardises the whole set itself, so there is no ``scale`` or
+    ``standardise`` option. Cached in ``<root>/mnist1d/`` per set of arguments.
+
+    References:
+      Greydanus (2020), "Scaling down deep learning", arXiv:2011.14439.
+    """
+    # the cache key: every generator argument (defaults included) and its version
+    spec = {"args": {**DEFAULTS, **generator}, "version": GENERATOR_VERSION}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    path = df.resolve_root(root) / "mnist1d" / f"mnist1d-{key[:16]}.npz"
+    arrays = df.load_cache(path, SPLIT_KEYS, need_verified=False) if cache else None
+    if arrays is None:
+        d = make_mnist1d(**generator)
+        arrays = {
+            "x_train": d["x"],
+            "y_train": d["y"].astype(np.uint8),
+            "x_test": d["x_test"],
+            "y_test": d["y_test"].astype(np.uint8),
+        }
+        if cache:
+            df.save_cache(path, arrays, verified=True)
+    return prepare(
+        "mnist1d",
+        arrays,
+        10,
+        scale=False,
+        standardise=False,
+        flatten=flatten,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        train_subset=train_subset,
+        test_subset=test_subset,
+    )
