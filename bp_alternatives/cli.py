@@ -40,9 +40,10 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from bp_alternatives.compare import main as compare_main
 from bp_alternatives.config import ConfigError, closest
-from bp_alternatives.data_files import CorruptFileError, DatasetNotFoundError
-from bp_alternatives.validation import DataError
+from bp_alternatives.data import CorruptFileError, DataError, DatasetNotFoundError
+from bp_alternatives.sweep import run_job
 
 USER_ERRORS = (
     ConfigError,
@@ -161,8 +162,6 @@ def train_main(cfg: Any) -> float | None:
     """One run, or one job of a sweep (``-m``): :func:`.sweep.run_job`."""
     from hydra.core.hydra_config import HydraConfig
 
-    from bp_alternatives.sweep import run_job
-
     return run_job(cfg, HydraConfig.get())
 
 
@@ -171,6 +170,4 @@ train = hydra_cli(train_main)
 
 def compare() -> None:
     """``bpa-compare DIR [...]``: :func:`bp_alternatives.compare.main`."""
-    from bp_alternatives.compare import main
-
-    sys.exit(main())
+    sys.exit(compare_main())

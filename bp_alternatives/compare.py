@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bp_alternatives.atomic import atomic_path, write_atomic
+from bp_alternatives.report import stats
+from bp_alternatives.report.style import rule_key
 
 RESULTS = "results.json"
 CHECKPOINT = "checkpoint.msgpack"  # the trainer's last state (TrainState)
 STATUSES = ("ok", "diverged", "failed")
-RULE_ORDER = ("bp", "manual_bp", "fa", "dfa", "ff", "sg", "ep", "pc")
 EXTRAS = ("examples_per_second", "alignment")
 # machine-dependent numbers (examples/s) only on request: --extras speed
 DEFAULT_EXTRAS = ("alignment",)
@@ -491,11 +492,6 @@ class Table:
         return text
 
 
-def _row_key(label: str) -> tuple[int, str]:
-    base = label.split(" (")[0]
-    return (RULE_ORDER.index(base) if base in RULE_ORDER else len(RULE_ORDER), label)
-
-
 def build_table(
     runs: Sequence[RunRecord], extras: Sequence[str] = DEFAULT_EXTRAS
 ) -> Table:
@@ -513,7 +509,7 @@ def build_table(
     for run, r, c in zip(runs, rows, cols):
         cells.setdefault((r, c), Cell(r, c)).runs.append(run)
     return Table(
-        rows=sorted(set(rows), key=_row_key),
+        rows=sorted(set(rows), key=rule_key),
         columns=sorted(set(cols)),
         cells=cells,
         extras=tuple(extras),
@@ -1069,8 +1065,6 @@ def write_outputs(
     """Write ``table.{md,tex,csv}``, the table with statistics
     (``stats.{md,csv}``, ``paper.tex``: ``report.stats``) and (``plots``) the plots
     into ``out_dir``; return the plot paths."""
-    from bp_alternatives.report import stats
-
     os.makedirs(out_dir, exist_ok=True)
     for fmt, fn in FORMATS.items():
         _atomic_text(os.path.join(out_dir, f"table.{SUFFIX[fmt]}"), fn(table))
@@ -1130,8 +1124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compare: warning: {message}", file=sys.stderr)
     text = FORMATS[args.format](table)
     if args.paper or args.format == "md":
-        from bp_alternatives.report import stats
-
         rendered = stats.render_all(table)
         text = (
             rendered["paper.tex"] if args.paper else f"{text}\n{rendered['stats.md']}"

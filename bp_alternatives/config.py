@@ -304,14 +304,6 @@ def validate_config(cfg: DictConfig) -> None:
             "its "
             "read-out is a softmax classifier; use loss=cross_entropy"
         )
-    if r["name"] == "pc":
-        from bp_alternatives.rules._predictive_coding import pc_options
-
-        try:
-            keys = ("variant", "T", "inference_lr", "gamma")
-            pc_options(**{k: r[k] for k in keys if k in r})
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
     no_hidden = hidden is not None and len(hidden) == 0 and not m.get("channels")
     if (
         r["name"] in ("dfa", "sg", "pc")

@@ -35,6 +35,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bp_alternatives.compare import build_table, load_runs
+from bp_alternatives.report import figures, stats
 from bp_alternatives.train import run, write_json
 
 STUDY_DB = "study.db"
@@ -303,9 +305,6 @@ def run_protocol(
 def write_report(out_dir: str, found: Mapping[str, Mapping[str, Any]]) -> str:
     """The table with statistics, the search summary and the figures in
     ``<out_dir>/report/``; return the Markdown table."""
-    from bp_alternatives.compare import build_table, load_runs
-    from bp_alternatives.report import figures, stats
-
     report = os.path.join(out_dir, "report")
     os.makedirs(report, exist_ok=True)
     runs = load_runs([os.path.join(out_dir, "eval")])

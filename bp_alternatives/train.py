@@ -30,7 +30,7 @@ from bp_alternatives.model.losses import get_loss
 from bp_alternatives.optim import make_optimizer, make_schedule
 from bp_alternatives.progress import log_to
 from bp_alternatives.provenance import provenance
-from bp_alternatives.rules import get_rule
+from bp_alternatives.rules import UnsupportedModelError, get_rule
 from bp_alternatives.trainer import fit_seeds
 from bp_alternatives.writers import CSVWriter, MetricWriter, NullWriter, WandbWriter
 
@@ -106,8 +106,6 @@ def check_rule_options(cfg: DictConfig) -> None:
     are reported here (as :class:`ConfigError`, with the closest valid value); the
     rest surface when the real model is built.
     """
-    from bp_alternatives.rules import UnsupportedModelError
-
     m = OmegaConf.to_container(cfg.model, resolve=True)
     shape = (64,) if m["_target_"].endswith(".mlp") else (28, 28, 1)
     try:

@@ -67,17 +67,33 @@ def _is_type_checking(node: ast.If) -> bool:
     return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
 
 
+def _is_main_guard(node: ast.If) -> bool:
+    """``if __name__ == "__main__":`` -- runs only when the file is the program, as
+    module ``__main__``, never when the package imports it: not an edge."""
+    t = node.test
+    return (
+        isinstance(t, ast.Compare)
+        and isinstance(t.left, ast.Name)
+        and t.left.id == "__name__"
+        and isinstance(t.comparators[0], ast.Constant)
+        and t.comparators[0].value == "__main__"
+    )
+
+
 def _imports(path: str, modules: dict[str, str]) -> list[tuple[str, bool]]:
     """``(imported package module, at module level?)`` for each import in ``path``;
     ``from pkg import sub`` counts as importing ``pkg.sub`` when that is a module.
-    Imports under ``if TYPE_CHECKING:`` never run and are left out."""
+    Imports under ``if TYPE_CHECKING:`` never run and are left out, as are those under
+    ``if __name__ == "__main__":``."""
     with open(path) as f:
         tree = ast.parse(f.read())
     out = []
 
     def visit(node, top: bool):
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
+            if isinstance(child, ast.If) and (
+                _is_type_checking(child) or _is_main_guard(child)
+            ):
                 continue
             nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if isinstance(child, ast.Import):

@@ -27,6 +27,7 @@ from bp_alternatives.diagnostics import angle_deg, with_alignment
 from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model, Stage, init_params, mlp
 from bp_alternatives.rules import Batch, UnsupportedModelError, loss_fn, pc
+from bp_alternatives.train import check_rule_options
 from bp_alternatives.trainer import fit
 from tests.conftest import compose_cfg, to_f64, tree_allclose
 
@@ -230,9 +231,16 @@ def test_bad_options_and_models_fail_at_build():
     ],
 )
 def test_config_errors_before_anything_runs(overrides, match):
-    validate_config(compose_cfg(["rule=pc"]))
+    """validate_config and the rule built on a stand-in model (check_rule_options):
+    both run before any data loads."""
+
+    def check(cfg):
+        validate_config(cfg)
+        check_rule_options(cfg)
+
+    check(compose_cfg(["rule=pc"]))
     with pytest.raises(ConfigError, match=match):
-        validate_config(compose_cfg(["rule=pc", *overrides]))
+        check(compose_cfg(["rule=pc", *overrides]))
 
 
 def test_update_vmaps_over_seeds():

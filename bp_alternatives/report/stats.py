@@ -23,13 +23,16 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bp_alternatives.compare import Table, _row_key
+from bp_alternatives.report.style import rule_key
+
+if TYPE_CHECKING:
+    from bp_alternatives.compare import Table
 
 BASELINE = "bp"
 ALPHA = 0.05
@@ -228,7 +231,7 @@ def search_note(runs) -> str:
     metric = next(iter(budgets.values()))[2]
     per = "; ".join(
         f"{k}: {budgets[k][0]} trials × {budgets[k][1]} epochs"
-        for k in sorted(budgets, key=_row_key)
+        for k in sorted(budgets, key=rule_key)
     )
     return (
         " Hyperparameters chosen per rule by an Optuna TPE search on the validation "

@@ -37,8 +37,14 @@ RULE_STYLE = {
         "marker": "D",
     },
     "sg": {"color": OKABE_ITO["blue"], "linestyle": (0, (3, 1, 1, 1)), "marker": "v"},
+    "ep": {
+        "color": OKABE_ITO["reddish purple"],
+        "linestyle": (0, (5, 2)),
+        "marker": "P",
+    },
+    "pc": {"color": OKABE_ITO["yellow"], "linestyle": (0, (1, 2)), "marker": "*"},
 }
-_SPARE = [OKABE_ITO[k] for k in ("reddish purple", "yellow")]
+_SPARE = ["#999999", "#666666"]  # greys: rules outside the table
 STAGE_CMAP = "viridis"  # sequential: stage 1 ... stage L in order
 RULE_ORDER = tuple(RULE_STYLE)
 RC = {
@@ -63,7 +69,7 @@ def rule_style(rule: str) -> dict:
     if base in RULE_STYLE:
         return dict(RULE_STYLE[base])
     i = sum(map(ord, base)) % len(_SPARE)
-    return {"color": _SPARE[i], "linestyle": ":", "marker": "P"}
+    return {"color": _SPARE[i], "linestyle": ":", "marker": "h"}
 
 
 def rule_key(rule: str) -> tuple[int, str]:
