@@ -591,8 +591,20 @@ def test_run_from_config_reports_synthesizer_metrics(cfg_factory):
 
 def test_paper_experiment_config_composes_for_every_row():
     base = ["experiment=jaderberg2017_mnist_fcn"]
-    dni = compose_cfg([*base, "rule.synth_hidden_layers=2", "rule.synth_width=1024"])
+    dni = compose_cfg(
+        [
+            *base,
+            "rule.conditioned=false",
+            "rule.synthesizer=mlp",
+            "rule.synth_hidden_layers=2",
+            "rule.synth_width=1024",
+        ]
+    )
     assert dni.rule.name == "sg" and dni.data.name == "mnist"
+    assert not dni.rule.conditioned and dni.rule.synthesizer == "mlp"
+    default = compose_cfg(["rule=sg"]).rule
+    assert default.conditioned and default.synthesizer == "linear"
+    assert default.decouple == "all"
     assert list(dni.model.hidden) == [256, 256] and dni.trainer.batch_size == 256
     assert dni.rule.synth_lr == dni.optim.lr
     cdni = compose_cfg([*base, "rule.conditioned=true", "rule.synthesizer=linear"])

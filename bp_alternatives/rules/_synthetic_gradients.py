@@ -1,10 +1,12 @@
 """Synthetic gradients: decoupled neural interfaces (DNI) and conditioned DNI (cDNI).
 
-After every hidden stage ``l`` a small synthesizer ``M_l`` predicts the gradient of the
-loss with respect to the stage's output ``h_l`` from ``h_l`` alone (cDNI: from ``h_l``
-and the one-hot label). Stage ``l`` updates at once from that prediction, through the
-vjp of stage ``l`` alone, so no true gradient crosses a stage boundary (the stages are
-update-unlocked). The read-out stage gets its true gradient from the loss.
+After every decoupled hidden stage ``l`` (all of them by default, ``decouple``) a small
+synthesizer ``M_l`` predicts the gradient of the loss with respect to the stage's output
+``h_l`` from ``h_l`` alone (cDNI: from ``h_l`` and the one-hot label). Stage ``l``
+updates at once from that prediction, through the vjp of stage ``l`` alone, so no true
+gradient crosses a decoupled boundary (the stages are update-unlocked); across a coupled
+boundary the cotangent from above passes on as in backprop. The read-out stage gets its
+true gradient from the loss. The equations below are for ``decouple="all"``.
 
     forward      h_l = stage_l(params_l, h_{l-1})                       (h_{-1} = x)
     synthesize   delta_hat_l = M_l(h_l [, onehot y]) / B                 l < L-1
