@@ -504,6 +504,49 @@ def test_diagnostics_do_not_change_the_update():
 # --- bad input -----------------------------------------------------------------------
 
 
+# --- rule.decouple: which boundaries get a synthesizer ------------------------------
+
+
+def test_decouple_nothing_is_exact_backprop():
+    with jax.enable_x64(True):
+        model, params, batch, loss = _net()
+        rule = sg(model, loss, decouple=[])
+        state = _init(rule, 1, params)
+        assert state.synth_params == ((), (), ())
+        d, _, m = jax.jit(rule.update)(params, state, batch, None)
+        assert _max_rel_err(d, _grads(model, loss, params, batch)) < 1e-12
+        assert "synth_loss" not in m
+        assert float(jnp.max(m["synth_angle_deg"])) < 1e-4
+
+
+def test_decoupling_one_boundary_backpropagates_its_synthetic_gradient_below():
+    """decouple=[1] on three hidden stages: stage 2 and the read-out get bp's gradient;
+    stages 0-1 get delta_hat_1 = M_1(h_1) / B backpropagated through stages 1 and 0
+    (jax.vjp of the two-stage stack); M_1's target is the true dL/dh_1 (no
+    bootstrapping), so its loss is mean_b ||M_1(h_1) - B dL/dh_1||^2."""
+    with jax.enable_x64(True):
+        model, params, batch, loss = _net()
+        rule = sg(model, loss, decouple=[1], synth_width=7)
+        state = _random_state(rule, params, 2)
+        assert state.synth_params[0] == () and state.synth_params[2] == ()
+        d, _, m = jax.jit(rule.update)(params, state, batch, None)
+        g = _grads(model, loss, params, batch)
+        assert _max_rel_err(d[2:], g[2:]) < 1e-12
+        _, caches = _forward(model, params, batch.x)
+        B = batch.x.shape[0]
+        theta = jax.tree_util.tree_map(np.asarray, state.synth_params[1])
+        m_1 = _mlp_by_hand(theta, np.asarray(caches[1].out))
+        f = [stage_fn(s) for s in model.stages]
+        _, vjp = jax.vjp(lambda p0, p1: f[1](p1, f[0](p0, batch.x)), *params[:2])
+        ref = vjp(jnp.asarray(m_1 / B))
+        assert _max_rel_err(d[:2], ref) < 1e-10
+        assert _max_rel_err(d[:2], g[:2]) > 1e-2  # not the true gradient
+        true_1 = _true_dL_dh(model, params, batch, loss)[1]
+        want = np.mean(np.sum((m_1 - B * true_1) ** 2, axis=-1))
+        assert m["synth_loss"].shape == (1,)
+        assert abs(float(m["synth_loss"][0]) - want) < 1e-10 * want
+
+
 def test_model_without_hidden_stage_is_unsupported():
     model = mlp((5,), 3, hidden=())
     with pytest.raises(UnsupportedModelError, match="hidden stage"):
@@ -518,6 +561,9 @@ def test_model_without_hidden_stage_is_unsupported():
         ({"synth_hidden_layers": 0}, "rule.synth_hidden_layers"),
         ({"synth_width": 0}, "rule.synth_width"),
         ({"warmup_steps": -1}, "rule.warmup_steps"),
+        ({"decouple": "some"}, "rule.decouple"),
+        ({"decouple": [1]}, "rule.decouple"),  # only hidden stage 0 exists
+        ({"decouple": [-1]}, "rule.decouple"),
     ],
 )
 def test_bad_options_name_the_field(kwargs, field):
@@ -545,8 +591,20 @@ def test_run_from_config_reports_synthesizer_metrics(cfg_factory):
 
 def test_paper_experiment_config_composes_for_every_row():
     base = ["experiment=jaderberg2017_mnist_fcn"]
-    dni = compose_cfg([*base, "rule.synth_hidden_layers=2", "rule.synth_width=1024"])
+    dni = compose_cfg(
+        [
+            *base,
+            "rule.conditioned=false",
+            "rule.synthesizer=mlp",
+            "rule.synth_hidden_layers=2",
+            "rule.synth_width=1024",
+        ]
+    )
     assert dni.rule.name == "sg" and dni.data.name == "mnist"
+    assert not dni.rule.conditioned and dni.rule.synthesizer == "mlp"
+    default = compose_cfg(["rule=sg"]).rule
+    assert default.conditioned and default.synthesizer == "linear"
+    assert default.decouple == "all"
     assert list(dni.model.hidden) == [256, 256] and dni.trainer.batch_size == 256
     assert dni.rule.synth_lr == dni.optim.lr
     cdni = compose_cfg([*base, "rule.conditioned=true", "rule.synthesizer=linear"])

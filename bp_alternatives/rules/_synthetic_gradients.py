@@ -1,10 +1,12 @@
 """Synthetic gradients: decoupled neural interfaces (DNI) and conditioned DNI (cDNI).
 
-After every hidden stage ``l`` a small synthesizer ``M_l`` predicts the gradient of the
-loss with respect to the stage's output ``h_l`` from ``h_l`` alone (cDNI: from ``h_l``
-and the one-hot label). Stage ``l`` updates at once from that prediction, through the
-vjp of stage ``l`` alone, so no true gradient crosses a stage boundary (the stages are
-update-unlocked). The read-out stage gets its true gradient from the loss.
+After every decoupled hidden stage ``l`` (all of them by default, ``decouple``) a small
+synthesizer ``M_l`` predicts the gradient of the loss with respect to the stage's output
+``h_l`` from ``h_l`` alone (cDNI: from ``h_l`` and the one-hot label). Stage ``l``
+updates at once from that prediction, through the vjp of stage ``l`` alone, so no true
+gradient crosses a decoupled boundary (the stages are update-unlocked); across a coupled
+boundary the cotangent from above passes on as in backprop. The read-out stage gets its
+true gradient from the loss. The equations below are for ``decouple="all"``.
 
     forward      h_l = stage_l(params_l, h_{l-1})                       (h_{-1} = x)
     synthesize   delta_hat_l = M_l(h_l [, onehot y]) / B                 l < L-1
@@ -26,6 +28,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -93,6 +96,26 @@ def apply_synthesizer(theta: SynthParams, z: jax.Array) -> jax.Array:
     return z @ theta[-1]["kernel"] + theta[-1]["bias"]
 
 
+def _decoupled_stages(decouple, n_hidden: int) -> tuple[int, ...]:
+    """``rule.decouple`` as sorted hidden-stage indices; ValueError names the fix."""
+    if isinstance(decouple, str):
+        if decouple != "all":
+            raise ValueError(
+                f"rule.decouple must be 'all' or a list of hidden-stage indices, got "
+                f"{decouple!r}"
+            )
+        return tuple(range(n_hidden))
+    stages = sorted({int(l) for l in decouple})
+    bad = [l for l in stages if not 0 <= l < n_hidden]
+    if bad:
+        raise ValueError(
+            f"rule.decouple={list(decouple)} has indices {bad} outside the hidden "
+            f"stages 0..{n_hidden - 1}; the read-out (stage {n_hidden}) always gets "
+            "its true gradient"
+        )
+    return tuple(stages)
+
+
 def sg(
     model: Model,
     loss: Loss,
@@ -105,6 +128,7 @@ def sg(
     synth_lr: float = 1e-3,
     warmup_steps: int = 0,
     diagnostics: bool = True,
+    decouple: str | Sequence[int] = "all",
 ) -> LearningRule:
     """Synthetic gradients after every hidden stage (DNI; ``conditioned=True``: cDNI).
 
@@ -128,11 +152,19 @@ def sg(
       diagnostics: also run exact backprop every step (its result never enters the
         direction or the synthesizers' targets after warm-up) to report
         ``synth_angle_deg``. Turn off for speed measurements.
+      decouple: ``"all"`` or a list of hidden-stage indices ``l`` (0-based, ``0 <= l
+        < L-1``) whose output boundary is decoupled: a synthesizer sits after each
+        listed stage. Across the other boundaries the cotangent from above passes
+        unchanged (backprop), so ``[]`` is exact backprop and, e.g., ``[1]`` on two
+        hidden stages is the public DNI example's set-up (koz4k/dni-pytorch,
+        examples/mnist-mlp: one synthesizer after the second hidden stage).
 
-    Metrics: ``loss``; ``synth_loss`` (``[L-1]``, each synthesizer's regression loss
-    before its update, in per-example units, see below); ``synth_angle_deg``
-    (``[L-1]``, angle between ``delta_hat_l`` and the true ``dL/dh_l`` over the batch;
-    90 when ``delta_hat_l`` is zero); ``warmup`` (1 while training with exact backprop).
+    Metrics: ``loss``; ``synth_loss`` (``[D]``, one per decoupled boundary in
+    ascending stage order: the synthesizer's regression loss before its update, in
+    per-example units, see below; absent when ``D = 0``); ``synth_angle_deg``
+    (``[L-1]``, angle between the signal stage ``l`` trains on -- ``delta_hat_l``, or
+    what crossed a coupled boundary -- and the true ``dL/dh_l`` over the batch; 90
+    when that signal is zero); ``warmup`` (1 while training with exact backprop).
 
     The synthesizer predicts the *per-example* gradient ``B dL/dh_l`` (for a loss
     averaged over the batch, the gradient of the example's own loss), and
@@ -175,6 +207,7 @@ def sg(
     if int(warmup_steps) < 0:
         raise ValueError(f"rule.warmup_steps must be >= 0, got {warmup_steps}")
     warmup_steps = int(warmup_steps)
+    decoupled = _decoupled_stages(decouple, model.num_stages - 1)
     oracle = synthesizer == "oracle"
     n_hidden = model.num_stages - 1
     fns = [stage_fn(s) for s in model.stages]
@@ -203,6 +236,9 @@ def sg(
             shapes = jax.eval_shape(hidden_outputs, params, x)
             theta = []
             for l, k in enumerate(jax.random.split(key, n_hidden)):
+                if l not in decoupled:
+                    theta.append(())
+                    continue
                 d = math.prod(shapes[l].shape[1:])
                 d_in = d + (model.num_outputs if conditioned else 0)
                 theta.append(
@@ -264,46 +300,47 @@ def sg(
             true_deltas = true_grads = None
 
         def synth_objective(theta):
-            if oracle:
-                m = [B * d for d in true_deltas]
-            else:
-                m = [
-                    apply_synthesizer(theta[l], synth_input(hs[l], y)).reshape(
-                        hs[l].shape
-                    )
-                    for l in range(n_hidden)
-                ]
-            delta_hat = [m_l / B for m_l in m]
-            # Each hidden stage: its direction from delta_hat_l through its own vjp;
-            # the cotangent it sends to its input is the bootstrapped target of the
-            # synthesizer below it (Jaderberg et al. 2017, sec. 3.1 / fig. 2).
-            directions, targets = [], [None] * n_hidden
-            targets[-1] = dL_dh_last
-            for l in range(n_hidden):
-                g_p, d_in = vjps[l](delta_hat[l])
-                directions.append(g_p)
-                if l > 0:
-                    targets[l - 1] = d_in
+            # Top-down through the hidden stages: ``arriving`` is the cotangent that
+            # stage l+1 sends to h_l (the read-out's true one for the last hidden
+            # stage). A decoupled boundary replaces it by delta_hat_l and makes it
+            # M_l's bootstrapped target (Jaderberg et al. 2017, sec. 3.1 / fig. 2); a
+            # coupled one passes it on unchanged (backprop across the boundary).
+            directions, used = [None] * n_hidden, [None] * n_hidden
+            m, targets = {}, {}
+            arriving = dL_dh_last
+            for l in reversed(range(n_hidden)):
+                if l in decoupled:
+                    targets[l] = arriving
+                    if oracle:
+                        m[l] = B * true_deltas[l]
+                    else:
+                        m[l] = apply_synthesizer(
+                            theta[l], synth_input(hs[l], y)
+                        ).reshape(hs[l].shape)
+                    used[l] = m[l] / B
+                else:
+                    used[l] = arriving
+                directions[l], arriving = vjps[l](used[l])
             if warmup_steps > 0:
-                targets = [
-                    jnp.where(warm, t_true, t)
-                    for t_true, t in zip(true_deltas, targets, strict=True)
-                ]
+                targets = {
+                    l: jnp.where(warm, true_deltas[l], t) for l, t in targets.items()
+                }
             # The target is a constant for the synthesizer: without stop_gradient the
             # regression would also move M_{l+1} (through delta_hat_{l+1}) toward
             # M_l's prediction (a known bug in public implementations).
-            targets = [jax.lax.stop_gradient(t) for t in targets]
-            losses = jnp.stack(
-                [
-                    jnp.mean(
-                        jnp.sum(
-                            jnp.square(m[l] - B * targets[l]).reshape(B, -1), axis=-1
-                        )
+            losses = [
+                jnp.mean(
+                    jnp.sum(
+                        jnp.square(
+                            m[l] - B * jax.lax.stop_gradient(targets[l])
+                        ).reshape(B, -1),
+                        axis=-1,
                     )
-                    for l in range(n_hidden)
-                ]
-            )
-            return jnp.sum(losses), (losses, tuple(delta_hat), tuple(directions))
+                )
+                for l in decoupled
+            ]
+            losses = jnp.stack(losses) if losses else jnp.zeros((0,), value.dtype)
+            return jnp.sum(losses), (losses, tuple(used), tuple(directions))
 
         theta = state.synth_params
         if oracle:
@@ -322,11 +359,9 @@ def sg(
             )
         direction = (*directions, g_readout)
 
-        metrics = {
-            "loss": value,
-            "synth_loss": synth_losses,
-            "warmup": warm.astype(value.dtype),
-        }
+        metrics = {"loss": value, "warmup": warm.astype(value.dtype)}
+        if decoupled:
+            metrics["synth_loss"] = synth_losses
         if diagnostics or oracle:
             metrics["synth_angle_deg"] = jnp.stack(
                 [angle_deg(d, t) for d, t in zip(delta_hat, true_deltas, strict=True)]
