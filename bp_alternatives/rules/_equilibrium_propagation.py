@@ -255,4 +255,10 @@ def ep(
         """The loss at the free phase's end (what the direction approximates)."""
         return loss.value(eval_output_fn(params, state, batch.x), batch.y)
 
-    return LearningRule(init_fn, update_fn, predict_fn, eval_output_fn, objective_fn)
+    return LearningRule(
+        init_fn,
+        update_fn,
+        predict=predict_fn,
+        eval_output=eval_output_fn,
+        objective=objective_fn,
+    )

@@ -515,4 +515,10 @@ def ff(
         )
 
     headline = tuple(range_mode(a, b) for a, b in ranges) if auto else None
-    return LearningRule(init_fn, update_fn, predict_fn, eval_output_fn, headline)
+    return LearningRule(
+        init_fn,
+        update_fn,
+        predict=predict_fn,
+        eval_output=eval_output_fn,
+        headline_modes=headline,
+    )
