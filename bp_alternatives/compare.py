@@ -809,7 +809,8 @@ def restore_predictor(run: RunRecord):
     (``bp_alternatives.train.build_data`` / ``build_model`` / ``build_rule``) and the
     trained state the trainer left beside its ``results.json``
     (:data:`CHECKPOINT`, the last epoch's ``TrainState``); ``scores_fn(x) -> [B, C]``
-    is the rule's prediction (its first ``predict`` mode, e.g. FF's goodness) or the
+    is the rule's prediction (the ``predict`` mode its headline used at the last
+    epoch, e.g. FF's goodness of the chosen stages; else the first) or the
     model's output. ``None`` if the run left no state (``trainer.checkpoint_every=0``)
     or a state of another shape (``trainer.seeds``: one batched state per job). The
     state is the last epoch's, also where the table reports a best-validation epoch."""
@@ -846,8 +847,13 @@ def restore_predictor(run: RunRecord):
     except (KeyError, ValueError):
         return None
 
+    # the mode the run's headline used at its last epoch (the state restored here);
+    # a rule with one prediction: its first mode
+    mode = run.history[-1].get("prediction_mode") if run.history else None
+
     def scores(x):
-        return next(iter(rule.predict(params, state, x).values()))
+        modes = rule.predict(params, state, x)
+        return modes[mode] if mode in modes else next(iter(modes.values()))
 
     return data, jax.jit(scores)
 

@@ -590,7 +590,8 @@ def test_main_job_prints_the_table_of_all_six_rules(tmp_path):
         with open(tmp_path / res_dir / "results.json") as f:
             res = json.load(f)
         err = 100 * (1 - res["final"]["test_accuracy"])
-        assert line.split(" | ")[1] == f"{err:.2f} (n=1)"
+        # ff's cell also names its prediction stages and read-out: "[goodness_...]"
+        assert line.split(" | ")[1].split(" [")[0] == f"{err:.2f} (n=1)"
     assert "sweep: 6 runs: 6 ok, 0 failed" in out
     plots = tmp_path / "compare"
     assert "compare: tables and 6 plot files" in out and f"in {plots}/" in out

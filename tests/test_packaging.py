@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from bp_alternatives.rules import RULES
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow  # builds a wheel and a virtualenv (~1 min)
 
@@ -97,7 +99,7 @@ def test_wheel_in_a_fresh_virtualenv_trains_and_compares(tmp_path):
     )
 
     help_ = _run([str(bin_ / "bpa-train"), "--help"], tmp_path, env).stdout
-    assert "rule: bp, dfa, fa, ff, manual_bp, sg" in help_
+    assert "rule: " + ", ".join(sorted(RULES)) in help_
     run_dir = tmp_path / "run"
     out = _run(
         [
