@@ -166,10 +166,25 @@ def _notice(message: str) -> None:
 def _has_api_key() -> bool:
     """Whether W&B can authenticate without prompting, asked of ``wandb`` itself:
     ``WANDB_API_KEY``, an identity token file, a settings file's key, or a netrc entry
-    for the configured host (``WANDB_BASE_URL`` or ``wandb login --host``)."""
+    for the configured host (``WANDB_BASE_URL`` or ``wandb login --host``).
+
+    Reads credentials only: ``wandb.login`` would also ask the server who is logged in
+    (a process with no network then hangs at exit) and rewrite the user's settings file.
+    """
     import wandb
 
     try:
-        return bool(wandb.login(prompt=False, verify=False))
-    except TypeError:  # a wandb without login(prompt=...): its older lookup
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+    except ImportError:  # a wandb before the wbauth module (< 0.22): its older lookup
         return bool(wandb.api.api_key)
+    settings = wandb_setup.singleton().settings
+    host = wbauth.HostUrl(settings.base_url, app_url=settings.app_url)
+    auth = wbauth.authenticate_session(
+        host=host,
+        source="bp-alternatives",
+        prompt=False,
+        verify=False,
+        update_session=False,
+    )
+    return auth is not None
