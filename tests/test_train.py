@@ -320,8 +320,8 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise(tty, monkeypatch):
         lines = out.splitlines()
         assert len(lines) == 4 and "\r" not in out and "\x1b" not in out
         assert lines[1] == (
-            "epoch 2/4 loss 0.5000 train_acc 0.5000 test_acc nan lr 0.001 "
-            "0.50 s 1,280 ex/s"
+            "epoch 2/4 train_loss 0.5000 train_accuracy 0.5000 test_accuracy nan "
+            "lr 0.001 0.50 s 1,280 ex/s"
         )
 
 
