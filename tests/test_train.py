@@ -329,7 +329,7 @@ def test_train_log_holds_every_epoch(cfg_factory, tmp_path):
     res = run(cfg_factory("trainer.epochs=3", "optim.schedule=cosine"))
     with open(tmp_path / "train.log") as f:
         lines = f.read().splitlines()
-    assert [line.split("] ")[1].split(" loss")[0] for line in lines] == [
+    assert [line.split("] ")[1].split(" train_loss")[0] for line in lines] == [
         "epoch 1/3",
         "epoch 2/3",
         "epoch 3/3",
