@@ -33,19 +33,20 @@ EPOCH_LOG.propagate = False  # the terminal shows the bar; the file gets the lin
 EPOCH_LOG.setLevel(logging.INFO)
 
 
+# the history's metrics in every epoch line
+EPOCH_LINE_METRICS = ("train_loss", "train_accuracy", "test_accuracy")
+
+
 def _fmt(v: Any, spec: str = ".4f") -> str:
     return "nan" if v is None else format(v, spec)
 
 
 def epoch_line(epoch: int, total: int, entry: dict[str, Any]) -> str:
-    """``epoch 2/20 loss 0.1234 train_acc ... test_acc ... lr ... 0.41 s 12,345 ex/s``
-    from a history entry (``examples_per_second`` and ``lr`` where present)."""
-    parts = [
-        f"epoch {epoch}/{total}",
-        f"loss {_fmt(entry.get('train_loss'))}",
-        f"train_acc {_fmt(entry.get('train_accuracy'))}",
-        f"test_acc {_fmt(entry.get('test_accuracy'))}",
-    ]
+    """``epoch 2/20 train_loss 0.1234 train_accuracy ... test_accuracy ... lr ...
+    0.41 s 12,345 ex/s`` from a history entry, its metrics under their history names
+    (README "Metric names"; ``examples_per_second`` and ``lr`` where present)."""
+    parts = [f"epoch {epoch}/{total}"]
+    parts += [f"{k} {_fmt(entry.get(k))}" for k in EPOCH_LINE_METRICS]
     if entry.get("lr") is not None:
         parts.append(f"lr {entry['lr']:.3g}")
     if entry.get("epoch_seconds") is not None:

@@ -31,9 +31,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bp_alternatives import results as results_io
 from bp_alternatives.atomic import write_atomic
 from bp_alternatives.config import check_optimized_metric
-from bp_alternatives.train import run, write_json
+from bp_alternatives.train import run
 
 SUMMARY_JSONL = "sweep_summary.jsonl"
 SUMMARY_MD = "sweep_summary.md"
@@ -93,9 +94,10 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         check_optimized_metric(cfg, tuning=ctx.tuning)
         results = run(cfg, out_dir=ctx.out_dir)
     except Exception as e:
-        results = failed_results(cfg, e)
+        failed = failed_results(cfg, e)
+        results = failed.to_dict()
         if _lead():
-            write_json(os.path.join(ctx.out_dir, "results.json"), results)
+            results_io.write(os.path.join(ctx.out_dir, results_io.FILENAME), failed)
         if not ctx.multirun:  # a single run fails loudly
             raise
         print(
@@ -153,7 +155,7 @@ def wandb_group(group: str | None, experiment: str | None, sweep_dir: str | None
     return os.path.basename(sweep_dir) if sweep_dir else None
 
 
-def failed_results(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
+def failed_results(cfg: DictConfig, error: BaseException) -> results_io.Results:
     """The ``results.json`` of a job that raised: what it was, and the error."""
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -167,17 +169,15 @@ def failed_results(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
             return None
 
     seed = get("seed")
-    return {
-        "rule": get("rule.name"),
-        "dataset": get("data.name"),
-        "seed": int(seed) if isinstance(seed, int) else seed,
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        "traceback": "".join(traceback.format_exception(error)),
-        "final": {},
-        "history": [],
-        "config": config,
-    }
+    return results_io.Results(
+        rule=get("rule.name"),
+        dataset=get("data.name"),
+        seed=int(seed) if isinstance(seed, int) else seed,
+        status="failed",
+        error=f"{type(error).__name__}: {error}",
+        traceback="".join(traceback.format_exception(error)),
+        config=config,
+    )
 
 
 def _lead() -> bool:

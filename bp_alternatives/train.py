@@ -21,6 +21,7 @@ import hydra
 import jax
 from omegaconf import DictConfig, OmegaConf
 
+from bp_alternatives import results as results_io
 from bp_alternatives.atomic import atomic_path
 from bp_alternatives.config import ConfigError, closest, validate_config
 from bp_alternatives.data import Dataset, load_dataset
@@ -198,26 +199,8 @@ def write_json(path: str, obj: Any) -> None:
         json.dump(obj, f, indent=2)
 
 
-# Keys that may differ between a run and its resumption (they change no number).
-_VOLATILE = (
-    "out_dir",
-    "run_name",
-    "trainer.progress",
-    "trainer.checkpoint_every",
-    "trainer.compilation_cache_dir",
-    "logger",
-)
-
-
 def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in _VOLATILE:
-        *parents, leaf = dotted.split(".")
-        node = c
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    return c
+    return results_io.strip_not_identifying(OmegaConf.to_container(cfg, resolve=True))
 
 
 def config_tag(cfg: DictConfig) -> str:
@@ -228,19 +211,15 @@ def config_tag(cfg: DictConfig) -> str:
 
 def _finished(path: str, cfg: DictConfig) -> dict[str, Any] | None:
     """The results in ``path`` if they are a finished run of the same config."""
-    try:
-        with open(path) as f:
-            res = json.load(f)
-    except (OSError, json.JSONDecodeError):
+    res = results_io.read_finished(path)
+    if res is None:
         return None
-    if res.get("status") not in ("ok", "diverged"):
-        return None
-    if _fingerprint(OmegaConf.create(res.get("config", {}))) != _fingerprint(cfg):
+    if _fingerprint(OmegaConf.create(res.config)) != _fingerprint(cfg):
         raise ValueError(
             f"{path} holds a finished run of a different configuration; use another "
             "output directory (hydra.run.dir=... or hydra.sweep.dir=...)"
         )
-    return res
+    return res.to_dict()
 
 
 def _enable_compilation_cache(directory: str | None) -> None:
@@ -323,32 +302,25 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
             )
         all_results = []
         for c, d, out, w in zip(seed_cfgs, seed_dirs, outs, writers):
-            results = {
-                "rule": rule_name,
-                "dataset": data.name,
-                "model": model.spec,
-                "loss": cfg.loss,
-                "seed": int(c.seed),
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "optimizer": OmegaConf.to_container(cfg.optim, resolve=True),
-                "num_classes": data.num_classes,
-                "final": out["final"],
-                "selected": out["selected"],
-                "prediction": out["prediction"],
-                "history": out["history"],
-                "examples_per_second": out["examples_per_second"],
-                "seeds_in_program": out["seeds_in_program"],
-                "wall_seconds": out["wall_seconds"],
-                "device": device_info(),
-                "status": out["status"],
-                "diverged_epoch": out["diverged_epoch"],
-                "config": OmegaConf.to_container(c, resolve=True),
-                "provenance": provenance(start),
-            }
+            record = results_io.Results(
+                rule=rule_name,
+                dataset=data.name,
+                model=model.spec,
+                loss=cfg.loss,
+                seed=int(c.seed),
+                epochs=epochs,
+                batch_size=batch_size,
+                optimizer=OmegaConf.to_container(cfg.optim, resolve=True),
+                num_classes=data.num_classes,
+                **{k: out[k] for k in _FROM_FIT},
+                device=device_info(),
+                config=OmegaConf.to_container(c, resolve=True),
+                provenance=provenance(start),
+            )
+            results = record.to_dict()
             if lead:
                 os.makedirs(d, exist_ok=True)
-                write_json(os.path.join(d, "results.json"), results)
+                results_io.write(os.path.join(d, results_io.FILENAME), record)
             w.write_summary(
                 {f"final/{k}": v for k, v in out["final"].items()}
                 | {k: results[k] for k in _SUMMARY_KEYS}
@@ -394,6 +366,18 @@ def summary_line(results: dict[str, Any], path: str) -> str:
     return line
 
 
+# What results.json takes from fit_seeds' output as it is.
+_FROM_FIT = (
+    "final",
+    "selected",
+    "prediction",
+    "history",
+    "examples_per_second",
+    "seeds_in_program",
+    "wall_seconds",
+    "status",
+    "diverged_epoch",
+)
 # Besides final/<metric>, what a writer's summary gets (W&B's run summary).
 _SUMMARY_KEYS = ("status", "diverged_epoch", "examples_per_second", "wall_seconds")
 

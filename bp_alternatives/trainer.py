@@ -169,13 +169,8 @@ def _to_python(tree):
 
 
 def _flat_scalars(entry: dict) -> dict[str, float]:
-    """History entry -> ``/``-named scalars for a metric writer."""
-    names = {
-        "train_loss": "train/loss",
-        "train_accuracy": "train/accuracy",
-        "test_loss": "eval/loss",
-        "test_accuracy": "eval/accuracy",
-    }
+    """History entry -> scalars for a metric writer, named as in the history
+    (README "Metric names"); a per-stage list ``k`` becomes ``k/stage<l>``."""
     out = {}
     for k, v in entry.items():
         if v is None or isinstance(v, str):
@@ -185,7 +180,7 @@ def _flat_scalars(entry: dict) -> dict[str, float]:
                 if e is not None:
                     out[f"{k}/stage{l}"] = e
         else:
-            out[names.get(k, k)] = v
+            out[k] = v
     return out
 
 

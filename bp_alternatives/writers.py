@@ -1,6 +1,9 @@
 """Metric writers: one small interface, several back-ends (none, CSV, W&B).
 
-Metric names use ``/`` (``train/loss``, ``eval/accuracy``, ``align/angle_stage0``).
+Scalars are named as in ``results.json``'s history (README "Metric names"):
+``<split>_<metric>`` (``train_loss``, ``val_accuracy``, ``test_accuracy``), a
+prediction mode after a ``/`` (``test_accuracy/readout``), a rule's own metrics as
+``rule/<name>``, per-stage lists as ``<name>/stage<l>`` (``alignment_deg/stage0``).
 """
 
 from __future__ import annotations

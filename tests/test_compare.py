@@ -11,15 +11,10 @@ import statistics
 
 import pytest
 
-from bp_alternatives.compare import (
-    CompareError,
-    build_table,
-    load_runs,
-    main,
-    to_csv,
-    to_latex,
-    to_markdown,
-)
+from bp_alternatives.compare import main
+from bp_alternatives.report.render import to_csv, to_latex, to_markdown
+from bp_alternatives.report.runs import CompareError, load_runs
+from bp_alternatives.report.table import build_table
 from bp_alternatives.train import run
 from tests.conftest import compose_cfg
 
@@ -287,9 +282,9 @@ def test_malformed_results_name_the_file(tmp_path, capsys, content, message):
 
 
 def test_a_plot_that_fails_half_written_leaves_the_old_file(tmp_path):
-    """_save renders to a temp file and renames it: a crash while rendering keeps the
-    previous plot whole under its name and leaves no temp file."""
-    from bp_alternatives.compare import _save
+    """style.save renders to a temp file and renames it: a crash while rendering
+    keeps the previous plot whole under its name and leaves no temp file."""
+    from bp_alternatives.report.style import save
 
     old = tmp_path / "curves.png"
     old.write_bytes(b"\x89PNG the previous, complete plot")
@@ -301,6 +296,6 @@ def test_a_plot_that_fails_half_written_leaves_the_old_file(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _save(Crashing(), str(tmp_path), "curves")
+        save(Crashing(), str(tmp_path), "curves")
     assert old.read_bytes() == b"\x89PNG the previous, complete plot"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]

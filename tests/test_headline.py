@@ -9,7 +9,9 @@ import os
 
 import pytest
 
-from bp_alternatives.compare import BELOW_CHANCE, build_table, load_runs, to_markdown
+from bp_alternatives.report.render import to_markdown
+from bp_alternatives.report.runs import load_runs
+from bp_alternatives.report.table import BELOW_CHANCE, build_table
 from bp_alternatives.train import summary_line
 from bp_alternatives.trainer import choose_headline
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from bp_alternatives.compare import load_runs
 from bp_alternatives.report import figures, style
+from bp_alternatives.report.runs import load_runs
 from tests.test_compare import fake_results
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bp_alternatives.compare import build_table, load_runs, main
+from bp_alternatives.compare import main
 from bp_alternatives.report import stats
+from bp_alternatives.report.runs import load_runs
+from bp_alternatives.report.table import build_table
 from tests.test_compare import fake_results
 
 # per-seed test accuracy: errors (%) bp 2, 3, 5, 4; fa 6, 9, 7; dfa 3.5, 2.5, 4.5, 3

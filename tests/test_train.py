@@ -320,8 +320,8 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise(tty, monkeypatch):
         lines = out.splitlines()
         assert len(lines) == 4 and "\r" not in out and "\x1b" not in out
         assert lines[1] == (
-            "epoch 2/4 loss 0.5000 train_acc 0.5000 test_acc nan lr 0.001 "
-            "0.50 s 1,280 ex/s"
+            "epoch 2/4 train_loss 0.5000 train_accuracy 0.5000 test_accuracy nan "
+            "lr 0.001 0.50 s 1,280 ex/s"
         )
 
 
@@ -329,7 +329,7 @@ def test_train_log_holds_every_epoch(cfg_factory, tmp_path):
     res = run(cfg_factory("trainer.epochs=3", "optim.schedule=cosine"))
     with open(tmp_path / "train.log") as f:
         lines = f.read().splitlines()
-    assert [line.split("] ")[1].split(" loss")[0] for line in lines] == [
+    assert [line.split("] ")[1].split(" train_loss")[0] for line in lines] == [
         "epoch 1/3",
         "epoch 2/3",
         "epoch 3/3",

@@ -14,7 +14,9 @@ import time
 
 import pytest
 
-from bp_alternatives.compare import CSV_FIELDS, load_run, main
+from bp_alternatives.compare import main
+from bp_alternatives.report.render import CSV_FIELDS
+from bp_alternatives.report.runs import load_run
 from bp_alternatives.writers import WandbWriter
 from tests.test_compare import fake_results
 from tests.test_sweeps import TINY
@@ -102,8 +104,8 @@ def test_sweep_job_logs_config_history_and_summary(tmp_path):
     assert [h["step"]["num"] for h in history] == [1, 2]
     for h, entry in zip(history, res["history"]):
         item = h["item"]
-        assert item["eval/accuracy"] == pytest.approx(entry["test_accuracy"])
-        assert item["train/loss"] == pytest.approx(entry["train_loss"])
+        for key in ("test_accuracy", "test_loss", "train_accuracy", "train_loss"):
+            assert item[key] == pytest.approx(entry[key]), key  # one name everywhere
         for key in ("alignment_deg", "grad_norm"):  # per stage
             for s, v in enumerate(entry[key]):
                 assert item[f"{key}/stage{s}"] == pytest.approx(v), (key, s)
@@ -125,7 +127,7 @@ def test_online_without_api_key_goes_offline_with_one_notice(
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     start = time.perf_counter()
     w = WandbWriter(mode="online", directory=str(tmp_path), name="x", init_timeout=5)
-    w.write_scalars(1, {"train/loss": 0.5})
+    w.write_scalars(1, {"train_loss": 0.5})
     w.close()
     assert time.perf_counter() - start < 60
     notices = [line for line in capsys.readouterr().err.splitlines() if "W&B" in line]
@@ -135,7 +137,7 @@ def test_online_without_api_key_goes_offline_with_one_notice(
     ]
     _, records = inspect(wandb_file(tmp_path))
     (h,) = [r["history"]["item"] for r in records if r["type"] == "history"]
-    assert h["train/loss"] == 0.5
+    assert h["train_loss"] == 0.5
 
 
 @pytest.mark.slow  # waits out init_timeout by design
@@ -147,7 +149,7 @@ def test_online_with_unreachable_server_goes_offline_quickly(tmp_path):
         f"""
         from bp_alternatives.writers import WandbWriter
         w = WandbWriter(mode="online", directory={str(tmp_path)!r}, init_timeout=3)
-        w.write_scalars(1, {{"train/loss": 0.25}})
+        w.write_scalars(1, {{"train_loss": 0.25}})
         w.close()
         print("mode", w.run.settings.mode)
         """
@@ -171,12 +173,12 @@ def test_online_with_unreachable_server_goes_offline_quickly(tmp_path):
     assert elapsed < 60
     _, records = inspect(wandb_file(tmp_path))
     (h,) = [r["history"]["item"] for r in records if r["type"] == "history"]
-    assert h["train/loss"] == 0.25
+    assert h["train_loss"] == 0.25
 
 
 def test_disabled_mode_writes_nothing(tmp_path):
     w = WandbWriter(mode="disabled", directory=str(tmp_path))
-    w.write_scalars(1, {"train/loss": 1.0})
+    w.write_scalars(1, {"train_loss": 1.0})
     w.write_summary({"status": "ok"})
     w.close()
     assert not glob.glob(str(tmp_path / "wandb" / "*run-*"))

@@ -21,7 +21,7 @@ ZERO_DEG = 0.5  # an angle below this at every epoch is 0 up to float rounding
 
 
 def by_rule(runs: Sequence) -> dict[str, list]:
-    """Runs (``compare.RunRecord``) with a history, grouped by row, in rule order."""
+    """Runs (``runs.RunRecord``) with a history, grouped by row, in rule order."""
     out: dict[str, list] = {}
     for r in runs:
         if r.history:
@@ -30,30 +30,44 @@ def by_rule(runs: Sequence) -> dict[str, list]:
 
 
 def series(
-    runs: Sequence, key: str, stage: int | None = None, scale=None, log: bool = False
+    runs: Sequence,
+    key: str,
+    stage: int | None = None,
+    scale=None,
+    log: bool = False,
+    band: str = "ci",
 ):
-    """Per epoch: (epochs, mean, ci_low, ci_high) of ``history[key]`` (its
-    ``stage``-th entry) over ``runs``; ``scale`` maps each value first; ``log``:
-    statistics of log10 of the (positive) values, returned exponentiated."""
+    """Per epoch: (epochs, mean, low, high) of ``history[key]`` (its ``stage``-th
+    entry) over ``runs``, skipping missing and non-finite values; ``scale`` maps each
+    value first; ``log``: statistics of log10 of the (positive) values, returned
+    exponentiated. ``band``: ``"ci"`` (the mean's 95% t-interval) or ``"range"``
+    (min and max over runs)."""
     per_epoch: dict[int, list[float]] = {}
     for run in runs:
         for i, entry in enumerate(run.history):
             v = entry.get(key)
             if stage is not None:
                 v = v[stage] if isinstance(v, list) and stage < len(v) else None
-            if isinstance(v, int | float) and v == v:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            if math.isfinite(v):
                 v = scale(v) if scale else v
                 if log and v <= 0:
                     continue
                 v = math.log10(v) if log else v
                 per_epoch.setdefault(int(entry.get("epoch", i + 1)), []).append(v)
     epochs = sorted(per_epoch)
-    stats = [summarise(per_epoch[e]) for e in epochs]
-    out = [
-        [s["mean"] for s in stats],
-        [s["ci_low"] if s["n"] > 1 else s["mean"] for s in stats],
-        [s["ci_high"] if s["n"] > 1 else s["mean"] for s in stats],
-    ]
+    if band == "range":
+        vals = [per_epoch[e] for e in epochs]
+        out = [[sum(v) / len(v) for v in vals], [min(v) for v in vals]]
+        out.append([max(v) for v in vals])
+    else:
+        stats = [summarise(per_epoch[e]) for e in epochs]
+        out = [
+            [s["mean"] for s in stats],
+            [s["ci_low"] if s["n"] > 1 else s["mean"] for s in stats],
+            [s["ci_high"] if s["n"] > 1 else s["mean"] for s in stats],
+        ]
     if log:
         out = [[10.0**v for v in seq] for seq in out]
     return (epochs, *out)
@@ -126,7 +140,7 @@ def test_error(plt, groups: Mapping[str, list], out_dir: str) -> list[str]:
     return paths
 
 
-def _stages(runs: Sequence, key: str) -> int:
+def num_stages(runs: Sequence, key: str) -> int:
     return max(
         (len(e[key]) for r in runs for e in r.history if isinstance(e.get(key), list)),
         default=0,
@@ -150,7 +164,7 @@ def alignment(plt, groups: Mapping[str, list], out_dir: str) -> list[str]:
     stage's update to the exact gradient, with the 90° reference; one y-scale."""
     shown, zero_rules, zero_stages = {}, [], set()
     for label, runs in groups.items():
-        n = _stages(runs, "alignment_deg")
+        n = num_stages(runs, "alignment_deg")
         live = [s for s in range(n) if _max_angle(runs, s) >= ZERO_DEG]
         if live:
             shown[label] = (runs, live, n)
@@ -159,7 +173,7 @@ def alignment(plt, groups: Mapping[str, list], out_dir: str) -> list[str]:
             zero_rules.append(label)
     if not shown:
         return []
-    fig, axes = _grid(plt, len(shown), sharey=True)
+    fig, axes = style.panel_grid(plt, len(shown), (3.2, 2.6), 0.5, sharey=True)
     for ax, (label, (runs, live, n)) in zip(axes, shown.items()):
         colors = style.stage_colors(n)
         for s in live:
@@ -199,12 +213,12 @@ def alignment(plt, groups: Mapping[str, list], out_dir: str) -> list[str]:
 def grad_norm(plt, groups: Mapping[str, list], out_dir: str) -> list[str]:
     """One panel per rule: the exact gradient's norm per stage over epochs (log
     scale, one y-scale), stages coloured in order by a sequential colormap."""
-    shown = {k: v for k, v in groups.items() if _stages(v, "grad_norm")}
+    shown = {k: v for k, v in groups.items() if num_stages(v, "grad_norm")}
     if not shown:
         return []
-    fig, axes = _grid(plt, len(shown), sharey=True)
+    fig, axes = style.panel_grid(plt, len(shown), (3.2, 2.6), 0.5, sharey=True)
     for ax, (label, runs) in zip(axes, shown.items()):
-        n = _stages(runs, "grad_norm")
+        n = num_stages(runs, "grad_norm")
         for s, color in enumerate(style.stage_colors(n)):
             ep, mean, lo, hi = series(runs, "grad_norm", stage=s, log=True)
             ax.plot(ep, mean, color=color, label=f"stage {s + 1}")
@@ -234,7 +248,9 @@ def search(plt, found: Mapping[str, Mapping[str, Any]], out_dir: str) -> list[st
     found = {k: v for k, v in found.items() if _lr_trials(v)}
     if not found:
         return []
-    fig, axes = _grid(plt, len(found), sharey=True, sharex=True)
+    fig, axes = style.panel_grid(
+        plt, len(found), (3.2, 2.6), 0.5, sharey=True, sharex=True
+    )
     for ax, (rule, f) in zip(axes, found.items()):
         st = style.rule_style(rule)
         trials = _lr_trials(f)
@@ -284,23 +300,6 @@ def _lr_trials(found: Mapping[str, Any]) -> list:
         for t in found.get("trials", [])
         if t.get("value") is not None and "optim.lr" in (t.get("params") or {})
     ]
-
-
-def _grid(plt, n: int, **kwargs):
-    ncols = min(n, 3)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(3.2 * ncols, 2.6 * nrows + 0.5),
-        squeeze=False,
-        layout="constrained",
-        **kwargs,
-    )
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
 
 
 def write_all(

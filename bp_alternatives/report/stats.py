@@ -1,7 +1,7 @@
 """The comparison table with statistics: mean ± std, n, a 95% confidence interval and
 a Welch test against backprop per cell, and the hyperparameters of each row.
 
-``stats_frame(table)`` turns a ``compare.Table`` into one ``pandas.DataFrame`` row per
+``stats_frame(table)`` turns a ``table.Table`` into one ``pandas.DataFrame`` row per
 (table row, table column); ``to_markdown`` / ``to_latex`` / ``to_csv`` render it, and
 ``to_latex(..., paper=True)`` is the paper style (booktabs rules, dataset over metric
 as a two-level header, short row labels).
@@ -19,7 +19,6 @@ runs:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from scipy import stats as sps
 from bp_alternatives.report.style import rule_key
 
 if TYPE_CHECKING:
-    from bp_alternatives.compare import Table
+    from bp_alternatives.report.table import Table
 
 BASELINE = "bp"
 ALPHA = 0.05
@@ -244,11 +243,7 @@ def versions_note(runs) -> str:
     their results.json), each distinct value once."""
     seen: dict[str, list[str]] = {}
     for r in runs:
-        try:
-            with open(r.path) as f:
-                prov = json.load(f).get("provenance") or {}
-        except (OSError, json.JSONDecodeError):
-            continue
+        prov = r.provenance or {}
         versions = prov.get("versions") or {}
         items = [(k, versions.get(k)) for k in PROVENANCE_VERSIONS]
         commit = prov.get("git_commit")

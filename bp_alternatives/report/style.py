@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from bp_alternatives.atomic import atomic_path, write_atomic
+
 # Okabe & Ito (2008): the eight colours of "Color Universal Design"
 OKABE_ITO = {
     "black": "#000000",
@@ -104,26 +106,50 @@ def pyplot():
     return plt
 
 
-def save(fig, out_dir: str, name: str, caption: str) -> list[str]:
-    """``<name>.png``, ``<name>.pdf`` and the caption ``<name>.txt`` in ``out_dir``,
-    each written to a temp file and renamed into place."""
+def save(
+    fig,
+    out_dir: str,
+    name: str,
+    caption: str | None = None,
+    *,
+    dpi: float | None = None,
+    tight: bool = True,
+) -> list[str]:
+    """``<name>.png``, ``<name>.pdf`` and (``caption``) ``<name>.txt`` in ``out_dir``,
+    each written to a temp file and renamed into place (``atomic.atomic_path``): a
+    killed comparison never leaves half an image under the final name. ``dpi``:
+    matplotlib's ``savefig.dpi`` unless given; ``tight``: crop to the drawn area."""
     os.makedirs(out_dir, exist_ok=True)
     paths: list[str] = []
-    for ext in ("png", "pdf", "txt"):
+    for ext in ("png", "pdf"):
         path = os.path.join(out_dir, f"{name}.{ext}")
-        tmp = os.path.join(out_dir, f".{name}.tmp.{os.getpid()}.{ext}")
-        try:
-            if ext == "txt":
-                with open(tmp, "w") as f:
-                    f.write(caption.strip() + "\n")
-            else:
-                fig.savefig(tmp, bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
         paths.append(path)
+    if caption is not None:
+        paths.append(os.path.join(out_dir, f"{name}.txt"))
+        write_atomic(paths[-1], caption.strip() + "\n")
     return paths
+
+
+def panel_grid(plt, n: int, size: tuple[float, float], pad: float = 0.0, **kwargs):
+    """(figure, its first ``n`` axes): up to 3 panels a row, each ``size`` (width,
+    height) inches, ``pad`` inches more height; the grid's spare axes are hidden.
+    ``kwargs`` go to ``plt.subplots`` (``sharey=True``, ...)."""
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(size[0] * ncols, size[1] * nrows + pad),
+        squeeze=False,
+        layout="constrained",
+        **kwargs,
+    )
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def legend_below(fig, axes: Sequence, ncol: int | None = None) -> None:
