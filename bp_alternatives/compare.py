@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bp_alternatives.atomic import atomic_path, write_atomic
+from bp_alternatives.experiment import restore
 from bp_alternatives.report import stats
 from bp_alternatives.report.style import rule_key
 
@@ -805,57 +806,20 @@ def plot_all(
 
 
 def restore_predictor(run: RunRecord):
-    """``(dataset, scores_fn)`` of a finished run, rebuilt from its resolved config
-    (``bp_alternatives.train.build_data`` / ``build_model`` / ``build_rule``) and the
-    trained state the trainer left beside its ``results.json``
-    (:data:`CHECKPOINT`, the last epoch's ``TrainState``); ``scores_fn(x) -> [B, C]``
-    is the rule's prediction (the ``predict`` mode its headline used at the last
-    epoch, e.g. FF's goodness of the chosen stages; else the first) or the
-    model's output. ``None`` if the run left no state (``trainer.checkpoint_every=0``)
-    or a state of another shape (``trainer.seeds``: one batched state per job). The
-    state is the last epoch's, also where the table reports a best-validation epoch."""
-    path = os.path.join(os.path.dirname(run.path), CHECKPOINT)
-    if run.status != "ok" or not os.path.exists(path):
+    """``(dataset, scores_fn)`` of a finished run (:func:`bp_alternatives.experiment
+    .restore`: its model rebuilt from the resolved config, the trained state the
+    trainer left beside its ``results.json``); ``scores_fn(x) -> [B, C]`` is the
+    rule's prediction (the mode its headline used at the last epoch, else its
+    first) or the model's output. ``None`` if the run left no state
+    (``trainer.checkpoint_every=0``) or a state of another shape (``trainer.seeds``).
+    The state is the last epoch's, also where the table reports a best-validation
+    epoch."""
+    if run.status != "ok":
         return None
     import jax
-    from flax import serialization
-    from omegaconf import OmegaConf
 
-    from bp_alternatives.model import init_params, output
-    from bp_alternatives.train import build_data, build_model, build_rule, run_steps
-    from bp_alternatives.trainer import read_checkpoint
-
-    cfg = OmegaConf.create(run.config)
-    data = build_data(cfg)
-    model = build_model(cfg, data)
-    _, rule = build_rule(cfg, model, *run_steps(cfg, data))
-    _, raw = read_checkpoint(path)
-    key = jax.random.PRNGKey(0)
-
-    def restore(template, state_dict):
-        tree = serialization.from_state_dict(template, state_dict)
-        shapes = [jax.numpy.shape(a) for a in jax.tree_util.tree_leaves(tree)]
-        if shapes != [jax.numpy.shape(a) for a in jax.tree_util.tree_leaves(template)]:
-            raise ValueError("shape mismatch")
-        return tree
-
-    try:
-        params = restore(init_params(model, key), raw["params"])
-        if rule.predict is None:
-            return data, jax.jit(lambda x: output(model, params, x))
-        state = restore(rule.init(key, params), raw["rule_state"])
-    except (KeyError, ValueError):
-        return None
-
-    # the mode the run's headline used at its last epoch (the state restored here);
-    # a rule with one prediction: its first mode
-    mode = run.history[-1].get("prediction_mode") if run.history else None
-
-    def scores(x):
-        modes = rule.predict(params, state, x)
-        return modes[mode] if mode in modes else next(iter(modes.values()))
-
-    return data, jax.jit(scores)
+    restored = restore(os.path.dirname(run.path))
+    return None if restored is None else (restored.data, jax.jit(restored.scores))
 
 
 def _panel_grid(plt, n: int, height: float, **kwargs):

@@ -20,7 +20,7 @@ from bp_alternatives.compare import (
     to_latex,
     to_markdown,
 )
-from bp_alternatives.train import run
+from bp_alternatives.experiment import run
 from tests.conftest import compose_cfg
 
 TINY = [

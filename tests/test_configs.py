@@ -26,15 +26,15 @@ from omegaconf import DictConfig, open_dict
 
 from bp_alternatives.config import validate_config
 from bp_alternatives.data import Dataset
-from bp_alternatives.model import Model, init_params, output
-from bp_alternatives.rules import Batch
-from bp_alternatives.train import (
+from bp_alternatives.experiment import (
     build_data,
     build_model,
     build_optimizer,
     build_rule,
     build_writer,
 )
+from bp_alternatives.model import Model, init_params, output
+from bp_alternatives.rules import Batch
 from tests.conftest import CONFIG_DIR, compose_cfg
 
 GROUPS = ("rule", "model", "data", "optim", "logger", "trainer", "experiment")

@@ -283,7 +283,7 @@ def test_kolen_pollack_runs_the_runs_own_optimizer_on_B(tmp_path):
     """rule=fa rule.feedback=kp optim=adamw: configs/rule/fa.yaml hands the run's
     optimizer to the rule (kp_optim: run), so B gets W's Adam step and its own
     decoupled decay: W - B = (1 - lr*wd)^t (W_0 - B_0) exactly, while B moves far."""
-    from bp_alternatives.train import build_optimizer, build_rule
+    from bp_alternatives.experiment import build_optimizer, build_rule
     from tests.conftest import compose_cfg
 
     lr, wd, steps = 1e-2, 0.5, 60
