@@ -26,6 +26,7 @@ import hydra
 import jax
 import optax
 from flax import serialization
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bp_alternatives.atomic import atomic_path
@@ -67,9 +68,15 @@ def _factory_node(node: DictConfig) -> dict[str, Any]:
 
 def _instantiate(cfg: DictConfig, group: str, **kwargs) -> Any:
     """``hydra.utils.instantiate`` of ``cfg.<group>`` (its ``name`` left out), with
-    interpolations resolved against the whole config and plain Python containers."""
+    interpolations resolved against the whole config and plain Python containers.
+    The factory's own exception propagates (not Hydra's wrapper of it)."""
     node = OmegaConf.create({group: _factory_node(cfg[group])}, parent=cfg)
-    return hydra.utils.instantiate(node[group], _convert_="all", **kwargs)
+    try:
+        return hydra.utils.instantiate(node[group], _convert_="all", **kwargs)
+    except InstantiationException as e:  # the factory's own error, as it raised it
+        if e.__cause__ is None:
+            raise
+        raise e.__cause__ from None
 
 
 def with_run(cfg: DictConfig, total_steps: int, steps_per_epoch: int) -> DictConfig:
@@ -240,7 +247,10 @@ def _rule_error(cfg: DictConfig, e: ValueError) -> ConfigError:
     """The rule factory's error as a :class:`ConfigError`, with the closest valid
     value of a misspelt option where the message lists the valid ones."""
     if isinstance(e, UnsupportedModelError):
-        return ConfigError(str(e))
+        hidden = cfg.model.get("hidden")
+        no_hidden = hidden is not None and len(hidden) == 0
+        fix = "give the model a hidden stage, e.g. model.hidden=[256]"
+        return ConfigError(str(e), fix=fix if no_hidden else None)
     r = OmegaConf.to_container(cfg.rule, resolve=False)
     valid = re.search(r"\[[^\]]*\]", str(e))  # the valid values, as a list
     for k, v in r.items():
