@@ -18,7 +18,7 @@ from typing import Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from bp_alternatives.model.activations import ACTIVATIONS
 from bp_alternatives.model.losses import LOSSES
@@ -135,7 +135,7 @@ class LeNetConfig:
 
 @dataclass
 class WandbLoggerConfig:
-    _target_: str = "bp_alternatives.experiment.wandb_logger"
+    _target_: str = "bp_alternatives.loggers.wandb_logger"
     _partial_: bool = True
     name: str = "wandb"
     project: str = "bp-alternatives"
@@ -170,6 +170,17 @@ cs.store(group="schema/model", name="mlp", node=MLPConfig)
 cs.store(group="schema/model", name="cnn", node=CNNConfig)
 cs.store(group="schema/model", name="lenet", node=LeNetConfig)
 cs.store(group="schema/logger", name="wandb", node=WandbLoggerConfig)
+
+
+def with_run(cfg: DictConfig, total_steps: int, steps_per_epoch: int) -> DictConfig:
+    """A copy of ``cfg`` with ``run.total_steps`` / ``run.steps_per_epoch`` set."""
+    c = cfg.copy()
+    with open_dict(c):
+        c.run = {
+            "total_steps": int(total_steps),
+            "steps_per_epoch": int(steps_per_epoch),
+        }
+    return c
 
 
 def _check_kwargs(group: str, factory, kwargs: dict[str, Any], skip: set[str]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import hashlib
 import inspect
 import json
 import logging
@@ -29,8 +28,7 @@ from flax import serialization
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bp_alternatives.atomic import atomic_path
-from bp_alternatives.config import ConfigError, closest, validate_config
+from bp_alternatives.config import ConfigError, closest, validate_config, with_run
 from bp_alternatives.data import Dataset, validate_dataset
 from bp_alternatives.model import Model, init_params, output
 from bp_alternatives.model.losses import Loss, get_loss
@@ -38,8 +36,16 @@ from bp_alternatives.optim import make_schedule
 from bp_alternatives.progress import log_to
 from bp_alternatives.provenance import provenance
 from bp_alternatives.rules import LearningRule, UnsupportedModelError
+from bp_alternatives.rundir import (
+    config_tag,
+    device_info,
+    finished,
+    summary_line,
+    write_json,
+    writer_summary,
+)
 from bp_alternatives.train import fit_seeds, read_checkpoint
-from bp_alternatives.writers import CSVWriter, MetricWriter, NullWriter, WandbWriter
+from bp_alternatives.writers import MetricWriter, NullWriter
 
 
 class Built(NamedTuple):
@@ -77,17 +83,6 @@ def _instantiate(cfg: DictConfig, group: str, **kwargs) -> Any:
         if e.__cause__ is None:
             raise
         raise e.__cause__ from None
-
-
-def with_run(cfg: DictConfig, total_steps: int, steps_per_epoch: int) -> DictConfig:
-    """A copy of ``cfg`` with ``run.total_steps`` / ``run.steps_per_epoch`` set."""
-    c = cfg.copy()
-    with open_dict(c):
-        c.run = {
-            "total_steps": int(total_steps),
-            "steps_per_epoch": int(steps_per_epoch),
-        }
-    return c
 
 
 def run_steps(cfg: DictConfig, data: Dataset) -> tuple[int, int]:
@@ -175,40 +170,6 @@ def build(cfg: DictConfig) -> Built:
     )
 
 
-# --- loggers: ``_target_`` of configs/logger/*.yaml ----------------------------------
-
-
-def null_logger(directory: str, name: str, config: DictConfig) -> MetricWriter:
-    """``logger=none``: nothing written."""
-    del directory, name, config
-    return NullWriter()
-
-
-def csv_logger(directory: str, name: str, config: DictConfig) -> MetricWriter:
-    """``logger=csv``: ``<directory>/metrics.csv``, one row per epoch."""
-    del name, config
-    return CSVWriter(directory)
-
-
-def wandb_logger(
-    directory: str, name: str, config: DictConfig, **options: Any
-) -> MetricWriter:
-    """``logger=wandb``: one W&B run per run directory and config (a resume continues
-    it: ``run_id``); ``job_type`` defaults to the rule, and the tags get the config's
-    choices (``rule=fa``, ...) after the user's. ``options``: :class:`WandbWriter`'s."""
-    where = f"{os.path.abspath(directory)}|{config_tag(config)}"
-    options["run_id"] = hashlib.sha256(where.encode()).hexdigest()[:16]
-    options["job_type"] = options.get("job_type") or config.rule.name
-    chosen = [f"{g}={config[g].name}" for g in ("rule", "data", "model", "optim")]
-    options["tags"] = list(dict.fromkeys([*(options.get("tags") or []), *chosen]))
-    return WandbWriter(
-        name=name,
-        directory=directory,
-        config=OmegaConf.to_container(config, resolve=True),
-        **options,
-    )
-
-
 # --- checks before anything loads ----------------------------------------------------
 
 
@@ -263,89 +224,6 @@ def _rule_error(cfg: DictConfig, e: ValueError) -> ConfigError:
     return ConfigError(str(e))
 
 
-# --- run directories: finished runs, fingerprints ------------------------------------
-
-# Keys that may differ between a run and its resumption (they change no number).
-VOLATILE = (
-    "out_dir",
-    "run_name",
-    "trainer.progress",
-    "trainer.checkpoint_every",
-    "trainer.compilation_cache_dir",
-    "logger",
-)
-
-
-def _derived(cfg: DictConfig) -> list[str]:
-    r"""Dotted keys computed from the data: ``run`` and every key whose resolved value
-    follows it (found by resolving with two different ``run``\ s). They are a
-    function of the rest of the config, not part of a run's identity."""
-    a = OmegaConf.to_container(with_run(cfg, 1, 1), resolve=True)
-    b = OmegaConf.to_container(with_run(cfg, 2, 2), resolve=True)
-    found = []
-
-    def diff(x, y, prefix):
-        for k in x:
-            if isinstance(x[k], dict) and isinstance(y.get(k), dict):
-                diff(x[k], y[k], f"{prefix}{k}.")
-            elif x[k] != y.get(k):
-                found.append(f"{prefix}{k}")
-
-    diff(a, b, "")
-    return found
-
-
-def _fingerprint(cfg: DictConfig, derived: list[str]) -> dict[str, Any]:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in (*VOLATILE, *derived):
-        *parents, leaf = dotted.split(".")
-        node = c
-        for p in parents:
-            node = node.get(p) or {}
-        node.pop(leaf, None)
-    return c
-
-
-def config_tag(cfg: DictConfig) -> str:
-    """A short hash of the config's fingerprint: what a checkpoint is tagged with."""
-    blob = json.dumps(_fingerprint(cfg, _derived(cfg)), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _finished(path: str, cfg: DictConfig) -> dict[str, Any] | None:
-    """The results in ``path`` if they are a finished run of the same config."""
-    try:
-        with open(path) as f:
-            res = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-    if res.get("status") not in ("ok", "diverged"):
-        return None
-    derived = _derived(cfg)
-    theirs = _fingerprint(OmegaConf.create(res.get("config", {})), derived)
-    if theirs != _fingerprint(cfg, derived):
-        raise ValueError(
-            f"{path} holds a finished run of a different configuration; use another "
-            "output directory (hydra.run.dir=... or hydra.sweep.dir=...)"
-        )
-    return res
-
-
-def write_json(path: str, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename): readers never see half a file."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-
-
-def device_info() -> dict[str, Any]:
-    devs = jax.devices()
-    return {
-        "platform": devs[0].platform,
-        "count": len(devs),
-        "kind": devs[0].device_kind,
-    }
-
-
 def _enable_compilation_cache(directory: str | None) -> None:
     """JAX's persistent compilation cache: later jobs of a sweep skip recompiling."""
     if directory:
@@ -392,7 +270,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
     multi = cfg.trainer.get("seeds") is not None
     seed_cfgs, seed_dirs = _per_seed(cfg, out_dir)
     done = [
-        _finished(os.path.join(d, "results.json"), c)
+        finished(os.path.join(d, "results.json"), c)
         for d, c in zip(seed_dirs, seed_cfgs)
     ]
     if all(r is not None for r in done):
@@ -416,7 +294,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any] | list:
             if lead:
                 os.makedirs(d, exist_ok=True)
                 write_json(os.path.join(d, "results.json"), results)
-            w.write_summary(_summary(results))
+            w.write_summary(writer_summary(results))
             all_results.append(results)
             print(summary_line(results, os.path.join(d, "results.json")))
     except Exception as e:  # the W&B run says why it stopped
@@ -477,50 +355,6 @@ def _results(b: Built, c: DictConfig, out: dict, start: dt.datetime) -> dict:
     }
 
 
-# Besides final/<metric>, what a writer's summary gets (W&B's run summary).
-_SUMMARY_KEYS = ("status", "diverged_epoch", "examples_per_second", "wall_seconds")
-
-
-def _summary(results: dict[str, Any]) -> dict[str, Any]:
-    return (
-        {f"final/{k}": v for k, v in results["final"].items()}
-        | {k: results[k] for k in _SUMMARY_KEYS}
-        | {f"provenance/{k}": v for k, v in results["provenance"].items()}
-    )
-
-
-def summary_line(results: dict[str, Any], path: str) -> str:
-    """The one-line summary of a finished run; it says which prediction mode a rule
-    chose for its headline, and warns when the headline is below chance (1/C)."""
-    f, pred = results["final"], results.get("prediction")
-    acc = f.get("test_accuracy")
-    mode = f" ({pred['mode']}, chosen on {pred['chosen_on']})" if pred else ""
-    line = (
-        f"[{results['rule']} on {results['dataset']}, seed {results['seed']}] "
-        f"status={results['status']} test_accuracy={_round(acc, 4)}{mode} "
-        f"test_loss={_round(f.get('test_loss'), 4)} "
-        f"examples/s={_round(results['examples_per_second'])} -> {path}"
-    )
-    chance = 1.0 / results["num_classes"]
-    if acc is not None and acc < chance:
-        others = ", ".join(
-            f"{k.split('/', 1)[1]} {v:.3f}"
-            for k, v in f.items()
-            if k.startswith("test_accuracy/") and v is not None
-        )
-        line += (
-            f" WARNING: test_accuracy {acc:.3f} is below chance (1/"
-            f"{results['num_classes']} = {chance:.3f}), worse than guessing: a bug, "
-            "or a rule that fails on this model"
-            + (f"; the rule's other predictions: {others}" if others else "")
-        )
-    return line
-
-
-def _round(v, digits=None):
-    return None if v is None else round(v, digits)
-
-
 # --- a trained model back ------------------------------------------------------------
 
 CHECKPOINT = "checkpoint.msgpack"  # the trained state beside a run's results.json
@@ -555,20 +389,23 @@ def restore(run_dir: str) -> Restored | None:
     state from the checkpoint beside it (:data:`CHECKPOINT`).
 
     ``None`` when the run did not finish ``ok``, left no state
-    (``trainer.checkpoint_every=0``) or a state of another shape (``trainer.seeds``:
-    one batched state per job). The state is the last epoch's, also where a table
-    reports a best-validation epoch. OSError / JSONDecodeError for a missing or
-    unreadable ``results.json``.
+    (``trainer.checkpoint_every=0``), a state of another shape (``trainer.seeds``:
+    one batched state per job) or a config this version cannot build. The state is
+    the last epoch's, also where a table reports a best-validation epoch.
+    OSError / JSONDecodeError for a missing or unreadable ``results.json``.
     """
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
     path = os.path.join(run_dir, CHECKPOINT)
     if results.get("status") != "ok" or not os.path.exists(path):
         return None
-    cfg = OmegaConf.create(results["config"])
-    data = build_data(cfg)
-    model = build_model(cfg, data)
-    _, rule = build_rule(cfg, model, *run_steps(cfg, data))
+    cfg = _with_targets(OmegaConf.create(results["config"]))
+    try:
+        data = build_data(cfg)
+        model = build_model(cfg, data)
+        _, rule = build_rule(cfg, model, *run_steps(cfg, data))
+    except (TypeError, ValueError):  # a config this version cannot build
+        return None
     _, raw = read_checkpoint(path)
     key = jax.random.PRNGKey(0)
     try:
@@ -579,6 +416,24 @@ def restore(run_dir: str) -> Restored | None:
     except (KeyError, ValueError):
         return None
     return Restored(data, model, rule, params, state, results)
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def _with_targets(cfg: DictConfig) -> DictConfig:
+    """A config recorded before the groups named their factories: each group without
+    a ``_target_`` gets that of the package's option of the same ``name``."""
+    for group in ("data", "model", "rule", "optim"):
+        node = cfg.get(group)
+        if node is None or "_target_" in node:
+            continue
+        option = OmegaConf.load(os.path.join(CONFIG_DIR, group, f"{node.name}.yaml"))
+        with open_dict(cfg):
+            for key in ("_target_", "_partial_"):
+                if key in option:
+                    node[key] = option[key]
+    return cfg
 
 
 def _restore_tree(template, state_dict):

@@ -33,7 +33,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bp_alternatives.atomic import write_atomic
 from bp_alternatives.config import check_optimized_metric
-from bp_alternatives.experiment import run, write_json
+from bp_alternatives.experiment import run
+from bp_alternatives.rundir import write_json
 
 SUMMARY_JSONL = "sweep_summary.jsonl"
 SUMMARY_MD = "sweep_summary.md"

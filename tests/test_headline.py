@@ -10,7 +10,7 @@ import os
 import pytest
 
 from bp_alternatives.compare import BELOW_CHANCE, build_table, load_runs, to_markdown
-from bp_alternatives.experiment import summary_line
+from bp_alternatives.rundir import summary_line
 from bp_alternatives.trainer import choose_headline
 
 MODES = ("stages1", "stage0", "stages0-1")

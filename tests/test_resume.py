@@ -168,7 +168,7 @@ def test_rerun_of_a_finished_sweep_retrains_nothing(tmp_path):
 
 def test_results_json_is_written_atomically(cfg_factory, tmp_path, monkeypatch):
     """A crash while writing leaves the previous results.json intact."""
-    import bp_alternatives.experiment as experiment
+    import bp_alternatives.rundir as rundir
 
     cfg = cfg_factory("model.hidden=[16]", "trainer.epochs=1")
     run(cfg)
@@ -178,9 +178,9 @@ def test_results_json_is_written_atomically(cfg_factory, tmp_path, monkeypatch):
         f.write('{"half": ')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment.json, "dump", crash)
+    monkeypatch.setattr(rundir.json, "dump", crash)
     with pytest.raises(KeyboardInterrupt):
-        experiment.write_json(str(tmp_path / "results.json"), {"x": 1})
+        rundir.write_json(str(tmp_path / "results.json"), {"x": 1})
     assert (tmp_path / "results.json").read_text() == before
 
 
