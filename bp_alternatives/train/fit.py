@@ -303,25 +303,13 @@ def _fit(
             f"trainer.batch_size={batch_size} is larger than the {data.name} training "
             f"set ({n} examples)"
         )
-    mesh, batch_sharding, replicated = data_mesh(data_parallel, batch_size)
-    put = (lambda t: replicate(t, replicated)) if mesh else jnp.asarray
-    arrays = _place(data, put, probe_size)
-    keys_arr = jnp.stack([jnp.asarray(k) for k in keys])
-    sizes = (n, batch_size, eval_chunk)
-    prog = _programs(
-        model, loss, rule, optimizer, sizes, batch_sharding, keys_arr, batched
+    sizes = (batch_size, probe_size, eval_chunk)
+    arrays, prog, state, run_keys, replicated = _start(
+        model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel
     )
-    seed_keys = keys_arr if batched else keys_arr[0]
-    probe_key, train_key = prog.fold(seed_keys, 2), prog.fold(seed_keys, 3)
-    state = prog.init(seed_keys)
-    if mesh:  # every input of the compiled programs on the (possibly global) mesh
-        state = replicate_tree(state, replicated)
-        probe_key, train_key = replicate_tree((probe_key, train_key), replicated)
     record = _Record([[] for _ in keys], [None] * num_seeds, [{} for _ in keys])
-    ckpt = (
-        Checkpointer(checkpoint_dir, checkpoint_every, checkpoint_tag)
-        if checkpoint_dir
-        else None
+    ckpt = checkpoint_dir and Checkpointer(
+        checkpoint_dir, checkpoint_every, checkpoint_tag
     )
     state, first_epoch = _resume(ckpt, state, record, writers, replicated)
     steps = n // batch_size
@@ -331,7 +319,7 @@ def _fit(
         if all(d is not None for d in record.diverged):
             break
         state = _train_epoch(
-            prog, rec, record, arrays, state, epoch, first_epoch, train_key, probe_key
+            prog, rec, record, arrays, state, epoch, first_epoch, *run_keys
         )
         if bar:
             bar.update(epoch, record.shown[0])
@@ -344,6 +332,33 @@ def _fit(
     return [
         _seed_results(rec, record, state, s, chosen_on, wall) for s in range(num_seeds)
     ]
+
+
+def _start(model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel):
+    """Data and initial state on the device(s), the compiled programs, and the
+    (train, probe) keys. ``sizes``: (batch size, probe size, evaluation chunk)."""
+    batch_size, probe_size, eval_chunk = sizes
+    mesh, batch_sharding, replicated = data_mesh(data_parallel, batch_size)
+    put = (lambda t: replicate(t, replicated)) if mesh else jnp.asarray
+    arrays = _place(data, put, probe_size)
+    keys_arr = jnp.stack([jnp.asarray(k) for k in keys])
+    prog = _programs(
+        model,
+        loss,
+        rule,
+        optimizer,
+        (len(data.x_train), batch_size, eval_chunk),
+        batch_sharding,
+        keys_arr,
+        batched,
+    )
+    seed_keys = keys_arr if batched else keys_arr[0]
+    probe_key, train_key = prog.fold(seed_keys, 2), prog.fold(seed_keys, 3)
+    state = prog.init(seed_keys)
+    if mesh:  # every input of the compiled programs on the (possibly global) mesh
+        state = replicate_tree(state, replicated)
+        probe_key, train_key = replicate_tree((probe_key, train_key), replicated)
+    return arrays, prog, state, (train_key, probe_key), replicated
 
 
 def _train_epoch(
