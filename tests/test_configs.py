@@ -112,10 +112,10 @@ def _build_all(cfg: DictConfig):
     built = build(cfg)
     data, model, rule, optimizer = built.data, built.model, built.rule, built.optimizer
     assert isinstance(model, Model) and model.input_shape == data.input_shape
-    per_epoch = max(len(data.x_train) // int(cfg.trainer.batch_size), 1)
-    assert dict(built.cfg.run) == {
-        "steps_per_epoch": per_epoch,
-        "total_steps": per_epoch * int(cfg.trainer.epochs),
+    per_epoch = len(data.x_train) // int(cfg.trainer.batch_size)  # full batches
+    assert dict(built.cfg.run) == {  # at least one step (tiny test sets)
+        "steps_per_epoch": max(per_epoch, 1),
+        "total_steps": max(per_epoch * int(cfg.trainer.epochs), 1),
     }
     params = jax.eval_shape(partial(init_params, model), jax.random.PRNGKey(0))
     rule_state = jax.eval_shape(rule.init, jax.random.PRNGKey(1), params)
@@ -225,9 +225,12 @@ def test_every_option_of_a_built_group_names_its_factory(group):
     assert compose_cfg(["rule=ff"]).rule._partial_  # built once the model is known
 
 
-def scaled_bp(model: Model, loss, *, factor: float = 1.0) -> LearningRule:
-    """A rule from outside the package: backprop's direction times ``factor``."""
-    exact = bp(model, loss)
+def scaled_bp(
+    model: Model, loss, *, factor: float = 1.0, remat: bool = False
+) -> LearningRule:
+    """A rule from outside the package: backprop's direction times ``factor``
+    (``remat``: as ``rule=bp``'s, whose YAML the test's config starts from)."""
+    exact = bp(model, loss, remat=remat)
 
     def update(params, state, batch, key):
         direction, state, metrics = exact.update(params, state, batch, key)
