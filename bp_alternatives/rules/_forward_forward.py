@@ -209,13 +209,13 @@ def _stage_steps(schedule, steps_per_stage, epochs_per_stage, steps_per_epoch):
     stages are given in epochs; ValueError names the options."""
     if epochs_per_stage is None:
         return steps_per_stage
+    if steps_per_stage is not None:
+        raise ValueError("give rule.epochs_per_stage or rule.steps_per_stage, not both")
     if schedule != "layerwise":
         raise ValueError(
             "rule.epochs_per_stage is for rule.schedule=layerwise, got "
             f"rule.schedule={schedule!r}"
         )
-    if steps_per_stage is not None:
-        raise ValueError("give rule.epochs_per_stage or rule.steps_per_stage, not both")
     if not steps_per_epoch:
         raise ValueError("rule.epochs_per_stage needs the run's steps_per_epoch")
     return int(epochs_per_stage) * int(steps_per_epoch)
