@@ -18,7 +18,7 @@ from typing import Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from bp_alternatives.model.activations import ACTIVATIONS
 from bp_alternatives.model.losses import LOSSES
@@ -69,6 +69,7 @@ class TrainerConfig:
 
 @dataclass
 class OptimConfig:
+    _target_: str = "bp_alternatives.optim.make_optimizer"
     name: str = MISSING
     lr: float = MISSING
     momentum: float = 0.0
@@ -84,6 +85,9 @@ class OptimConfig:
     decay_epochs: list[int] | None = None
     decay_steps: list[int] | None = None
     decay_factor: float = 0.1
+    # the run's step counts (train.yaml's run node, filled once the data has loaded)
+    total_steps: Any = "${run.total_steps}"
+    steps_per_epoch: Any = "${run.steps_per_epoch}"
 
 
 @dataclass
@@ -131,6 +135,8 @@ class LeNetConfig:
 
 @dataclass
 class WandbLoggerConfig:
+    _target_: str = "bp_alternatives.loggers.wandb_logger"
+    _partial_: bool = True
     name: str = "wandb"
     project: str = "bp-alternatives"
     entity: str | None = None
@@ -164,6 +170,17 @@ cs.store(group="schema/model", name="mlp", node=MLPConfig)
 cs.store(group="schema/model", name="cnn", node=CNNConfig)
 cs.store(group="schema/model", name="lenet", node=LeNetConfig)
 cs.store(group="schema/logger", name="wandb", node=WandbLoggerConfig)
+
+
+def with_run(cfg: DictConfig, total_steps: int, steps_per_epoch: int) -> DictConfig:
+    """A copy of ``cfg`` with ``run.total_steps`` / ``run.steps_per_epoch`` set."""
+    c = cfg.copy()
+    with open_dict(c):
+        c.run = {
+            "total_steps": int(total_steps),
+            "steps_per_epoch": int(steps_per_epoch),
+        }
+    return c
 
 
 def _check_kwargs(group: str, factory, kwargs: dict[str, Any], skip: set[str]) -> None:
@@ -220,9 +237,10 @@ def check_optimized_metric(cfg: DictConfig, tuning: bool = False) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Reject impossible values and combinations before anything is compiled."""
-    from bp_alternatives.rules import get_rule
-
+    """Reject impossible values and combinations before anything is compiled: the
+    trainer's and optimizer's values, the model's activations and widths, and keys
+    no factory takes (:func:`check_unknown_keys`). A rule's options are checked by
+    its factory (``bp_alternatives.experiment.check_rule_options``)."""
     check_optimized_metric(cfg)
     t, o = cfg.trainer, cfg.optim
     for field in ("epochs", "batch_size", "probe_size", "eval_chunk"):
@@ -278,39 +296,35 @@ def validate_config(cfg: DictConfig) -> None:
     hidden = m.get("hidden")
     if hidden is not None and any(int(w) < 1 for w in hidden):
         raise ConfigError(f"model.hidden widths must be >= 1, got {hidden}")
-    factory = hydra.utils.get_method(m["_target_"])
-    _check_kwargs(
-        "model", factory, m, {"input_shape", "num_outputs", "name", "_target_"}
-    )
+    check_unknown_keys(cfg)
 
-    r = OmegaConf.to_container(cfg.rule, resolve=True)
-    rule = get_rule(r["name"])  # unknown rule: lists the valid ones
-    # options build_rule turns into factory arguments (train.build_rule)
-    config_only = {"ff": {"epochs_per_stage"}}.get(r.get("name"), set())
-    if r.get("name") == "ff" and r.get("epochs_per_stage") is not None:
-        if r.get("schedule") != "layerwise":
+
+# Arguments a group's factory gets at run time (bp_alternatives.experiment), not
+# from its config.
+RUNTIME_ARGS = {
+    "data": set(),
+    "model": {"input_shape", "num_outputs"},
+    "rule": {"model", "loss"},
+    "optim": set(),
+    "logger": {"directory", "name", "config"},
+}
+
+
+def check_unknown_keys(cfg: DictConfig) -> None:
+    """Every key of every group (``RUNTIME_ARGS``) is an argument of the group's
+    ``_target_`` factory (factories taking ``**kwargs`` accept any); ConfigError
+    names the key and the closest valid one."""
+    for group, runtime in RUNTIME_ARGS.items():
+        node = cfg.get(group)
+        if node is None:
+            continue
+        c = OmegaConf.to_container(node, resolve=False)
+        target = c.get("_target_")
+        try:
+            factory = hydra.utils.get_method(target)
+        except Exception as e:
             raise ConfigError(
-                "rule.epochs_per_stage is for rule.schedule=layerwise, got "
-                f"rule.schedule={r.get('schedule')!r}"
-            )
-        if r.get("steps_per_stage") is not None:
-            raise ConfigError(
-                "give rule.epochs_per_stage or rule.steps_per_stage, not both"
-            )
-    _check_kwargs("rule", rule, r, {"model", "loss", "name"} | config_only)
-    if r["name"] == "ff" and cfg.loss != "cross_entropy":
-        raise ConfigError(
-            f"rule=ff with loss={cfg.loss}: forward-forward predicts by goodness and "
-            "its "
-            "read-out is a softmax classifier; use loss=cross_entropy"
-        )
-    no_hidden = hidden is not None and len(hidden) == 0 and not m.get("channels")
-    if (
-        r["name"] in ("dfa", "sg", "pc")
-        and m["_target_"].endswith(".mlp")
-        and no_hidden
-    ):
-        raise ConfigError(
-            f"rule={r['name']} needs at least one hidden stage, but model.hidden=[]",
-            fix="give the model a hidden stage, e.g. model.hidden=[256]",
-        )
+                f"{group}._target_={target!r} is not an importable factory: {e}",
+                fix=f"{group}._target_=<package.module.function>",
+            ) from e
+        _check_kwargs(group, factory, c, {"name", "_target_", "_partial_"} | runtime)

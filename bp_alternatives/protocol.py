@@ -36,8 +36,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bp_alternatives.compare import build_table, load_runs
+from bp_alternatives.experiment import run
 from bp_alternatives.report import figures, stats
-from bp_alternatives.train import run, write_json
+from bp_alternatives.rundir import write_json
 
 STUDY_DB = "study.db"
 

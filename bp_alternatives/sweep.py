@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bp_alternatives import results as results_io
 from bp_alternatives.atomic import write_atomic
 from bp_alternatives.config import check_optimized_metric
-from bp_alternatives.train import run
+from bp_alternatives.experiment import run
 
 SUMMARY_JSONL = "sweep_summary.jsonl"
 SUMMARY_MD = "sweep_summary.md"
@@ -63,11 +63,11 @@ def job_context(hydra_cfg: DictConfig) -> JobContext:
         override_dirname=str(hydra_cfg.job.get("override_dirname") or ""),
         overrides=list(hydra_cfg.overrides.task),
         num=hydra_cfg.job.get("num") if multirun else None,
-        tuning=multirun and _tuning_sweeper(hydra_cfg),
+        tuning=multirun and tuning_sweeper(hydra_cfg),
     )
 
 
-def _tuning_sweeper(hydra_cfg: DictConfig) -> bool:
+def tuning_sweeper(hydra_cfg: DictConfig) -> bool:
     """Whether the sweeper reads what the jobs return: any but Hydra's basic one."""
     sweeper = hydra_cfg.get("sweeper") or {}
     return not str(sweeper.get("_target_", "")).endswith(".BasicSweeper")

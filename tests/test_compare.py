@@ -12,10 +12,10 @@ import statistics
 import pytest
 
 from bp_alternatives.compare import main
+from bp_alternatives.experiment import run
 from bp_alternatives.report.render import to_csv, to_latex, to_markdown
 from bp_alternatives.report.runs import CompareError, load_runs
 from bp_alternatives.report.table import build_table
-from bp_alternatives.train import run
 from tests.conftest import compose_cfg
 
 TINY = [

@@ -24,20 +24,21 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from bp_alternatives.config import validate_config
-from bp_alternatives.data import Dataset
-from bp_alternatives.model import Model, init_params, output
-from bp_alternatives.rules import Batch
-from bp_alternatives.train import (
+from bp_alternatives.config import ConfigError, validate_config
+from bp_alternatives.experiment import (
+    build,
     build_data,
     build_model,
     build_optimizer,
-    build_rule,
     build_writer,
+    check_config,
 )
-from tests.conftest import CONFIG_DIR, compose_cfg
+from bp_alternatives.model import Model, init_params, output
+from bp_alternatives.rules import Batch, LearningRule, bp
+from tests.conftest import CONFIG_DIR, compose_cfg, tree_allclose
 
 GROUPS = ("rule", "model", "data", "optim", "logger", "trainer", "experiment")
+BUILT = ("rule", "model", "data", "optim", "logger")  # groups that name a factory
 
 
 def options(group: str) -> list[str]:
@@ -103,21 +104,19 @@ def _local(cfg: DictConfig, root: Path) -> DictConfig:
     return cfg
 
 
-def _steps(cfg: DictConfig, data: Dataset) -> tuple[int, int]:
-    per_epoch = max(len(data.x_train) // int(cfg.trainer.batch_size), 1)
-    return per_epoch * int(cfg.trainer.epochs), per_epoch
-
-
 def _build_all(cfg: DictConfig):
-    """data -> model -> rule -> optimizer, as a run builds them; the rule and the
-    optimizer are initialised on the model's parameters."""
-    validate_config(cfg)
-    data = build_data(cfg)
-    model = build_model(cfg, data)
+    """data -> model -> rule -> optimizer, as a run builds them (checked first, as a
+    run checks them); the rule and the optimizer are initialised on the model's
+    parameters."""
+    check_config(cfg)
+    built = build(cfg)
+    data, model, rule, optimizer = built.data, built.model, built.rule, built.optimizer
     assert isinstance(model, Model) and model.input_shape == data.input_shape
-    total, per_epoch = _steps(cfg, data)
-    _, rule = build_rule(cfg, model, total, per_epoch)
-    optimizer = build_optimizer(cfg, total_steps=total)
+    per_epoch = len(data.x_train) // int(cfg.trainer.batch_size)  # full batches
+    assert dict(built.cfg.run) == {  # at least one step (tiny test sets)
+        "steps_per_epoch": max(per_epoch, 1),
+        "total_steps": max(per_epoch * int(cfg.trainer.epochs), 1),
+    }
     params = jax.eval_shape(partial(init_params, model), jax.random.PRNGKey(0))
     rule_state = jax.eval_shape(rule.init, jax.random.PRNGKey(1), params)
     jax.eval_shape(optimizer.init, params)
@@ -212,3 +211,54 @@ def test_slurm_launcher_composes_to_an_importable_class():
         )
     launcher = hydra.utils.get_class(cfg.hydra.launcher._target_)
     assert launcher.__name__ == "SlurmLauncher"
+
+
+# --- factories from outside the package ----------------------------------------------
+
+
+@pytest.mark.parametrize("group", BUILT)
+def test_every_option_of_a_built_group_names_its_factory(group):
+    """Each option builds through its own ``_target_``: no registry lists them."""
+    for name in options(group):
+        cfg = compose_cfg([f"{group}={name}"])
+        assert callable(hydra.utils.get_method(cfg[group]._target_)), (group, name)
+    assert compose_cfg(["rule=ff"]).rule._partial_  # built once the model is known
+
+
+def scaled_bp(
+    model: Model, loss, *, factor: float = 1.0, remat: bool = False
+) -> LearningRule:
+    """A rule from outside the package: backprop's direction times ``factor``
+    (``remat``: as ``rule=bp``'s, whose YAML the test's config starts from)."""
+    exact = bp(model, loss, remat=remat)
+
+    def update(params, state, batch, key):
+        direction, state, metrics = exact.update(params, state, batch, key)
+        return jax.tree_util.tree_map(lambda d: factor * d, direction), state, metrics
+
+    return exact._replace(update=update)
+
+
+def test_a_rule_from_the_users_own_module_plugs_in_by_target():
+    target = "rule._target_=tests.test_configs.scaled_bp"
+    cfg = compose_cfg([target, "+rule.factor=2.0", "model.hidden=[8]"])
+    data, model, rule, _, _ = _build_all(cfg)
+    batch = Batch(jnp.asarray(data.x_train[:4]), jnp.asarray(data.y_train[:4]))
+    key = jax.random.PRNGKey(0)
+    params = init_params(model, key)
+    state = rule.init(key, params)
+    got, _, _ = rule.update(params, state, batch, key)
+    want, _, _ = bp(model, build(cfg).loss).update(params, state, batch, key)
+    assert tree_allclose(got, jax.tree_util.tree_map(lambda w: 2 * w, want), 1e-6)
+    with pytest.raises(ConfigError, match="rule.factr is not an option of scaled_bp"):
+        check_config(compose_cfg([target, "+rule.factr=2.0"]))
+
+
+def test_run_quantities_reach_any_config_by_interpolation():
+    """``${run.steps_per_epoch}`` / ``${run.total_steps}`` resolve to the loaded
+    data's step counts (digits: 1437 // 64 = 22 per epoch) wherever they are read."""
+    cfg = compose_cfg(["trainer.epochs=3", "+note=${run.total_steps}"])
+    assert cfg.run.total_steps is None  # unknown until the data has loaded
+    built = build(cfg)
+    assert (built.cfg.run.steps_per_epoch, built.cfg.optim.total_steps) == (22, 66)
+    assert built.cfg.note == 66

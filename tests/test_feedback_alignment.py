@@ -281,9 +281,9 @@ def test_kolen_pollack_B_and_W_converge_under_matching_sgd_and_decay():
 
 def test_kolen_pollack_runs_the_runs_own_optimizer_on_B(tmp_path):
     """rule=fa rule.feedback=kp optim=adamw: configs/rule/fa.yaml hands the run's
-    optimizer to the rule (kp_optim: run), so B gets W's Adam step and its own
+    optimizer to the rule (kp_optim: ${optim}), so B gets W's Adam step and its own
     decoupled decay: W - B = (1 - lr*wd)^t (W_0 - B_0) exactly, while B moves far."""
-    from bp_alternatives.train import build_optimizer, build_rule
+    from bp_alternatives.experiment import build_optimizer, build_rule
     from tests.conftest import compose_cfg
 
     lr, wd, steps = 1e-2, 0.5, 60
@@ -296,7 +296,7 @@ def test_kolen_pollack_runs_the_runs_own_optimizer_on_B(tmp_path):
             f"optim.weight_decay={wd}",
         ]
     )
-    assert cfg.rule.kp_optim == "run"  # the run's optim, filled in by build_rule
+    assert cfg.rule.kp_optim == cfg.optim  # ${optim}: the run's optimizer config
     model = mlp((6,), 3, hidden=(8, 8))  # sized for train_steps' toy blobs
     _, rule = build_rule(cfg, model, total_steps=steps, steps_per_epoch=steps)
     optimizer = build_optimizer(cfg, total_steps=steps)

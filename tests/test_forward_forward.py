@@ -500,7 +500,7 @@ def test_bad_configurations_fail_with_the_field_named():
 
 @pytest.mark.slow
 def test_rule_config_runs_end_to_end(cfg_factory):
-    from bp_alternatives.train import run
+    from bp_alternatives.experiment import run
 
     cfg = cfg_factory(
         "rule=ff", "model.activation=relu", "model.hidden=[32,32]", "trainer.epochs=2"
@@ -540,7 +540,12 @@ def test_reported_loss_is_the_readouts_cross_entropy():
 def test_layerwise_epochs_per_stage_become_steps():
     """rule.epochs_per_stage=2 on digits (batch 64): steps_per_stage = 2 * steps/epoch,
     so training switches stage after exactly two epochs."""
-    from bp_alternatives.train import build_data, build_model, build_rule, run_steps
+    from bp_alternatives.experiment import (
+        build_data,
+        build_model,
+        build_rule,
+        run_steps,
+    )
 
     cfg = compose_cfg(
         [
@@ -576,7 +581,7 @@ def test_layerwise_epochs_per_stage_become_steps():
 
 @pytest.mark.parametrize("experiment", ["hinton2022_ff_mnist", "ff_loewex_mnist"])
 def test_experiment_configs_build_the_rule(experiment):
-    from bp_alternatives.train import build_model, build_rule
+    from bp_alternatives.experiment import build_model, build_rule
 
     cfg = compose_cfg([f"experiment={experiment}"])
     assert cfg.rule.name == "ff" and cfg.data.name == "mnist"

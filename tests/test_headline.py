@@ -12,8 +12,8 @@ import pytest
 from bp_alternatives.report.render import to_markdown
 from bp_alternatives.report.runs import load_runs
 from bp_alternatives.report.table import BELOW_CHANCE, build_table
-from bp_alternatives.train import summary_line
-from bp_alternatives.trainer import choose_headline
+from bp_alternatives.rundir import summary_line
+from bp_alternatives.train import choose_headline
 
 MODES = ("stages1", "stage0", "stages0-1")
 

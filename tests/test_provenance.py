@@ -7,8 +7,8 @@ import subprocess
 
 import jax
 
+from bp_alternatives.experiment import run
 from bp_alternatives.provenance import git_state
-from bp_alternatives.train import run
 from tests.conftest import compose_cfg
 
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from bp_alternatives.train import run
-from bp_alternatives.trainer import (
+from bp_alternatives.experiment import run
+from bp_alternatives.train import (
     Checkpointer,
     CheckpointMismatchError,
     read_checkpoint,
@@ -112,18 +112,18 @@ def test_checkpoint_of_another_config_is_refused(cfg_factory, tmp_path, capsys):
 def test_checkpoint_epoch_and_state_are_one_file(tmp_path, monkeypatch):
     """Killed between writing the state and the readable copy: load() still returns
     the new state with its own epoch, never one epoch's state with another's."""
-    import bp_alternatives.trainer as trainer_mod
+    import bp_alternatives.train.checkpoint as checkpoint
 
     ck = Checkpointer(str(tmp_path), every=1, tag="a")
     ck.save({"w": np.zeros(2)}, {"epoch": 1})
-    real = trainer_mod._atomic_write
+    real = checkpoint.write_atomic
 
     def die_on_the_json(path, data):
         if path.endswith(".json"):
             raise KeyboardInterrupt
         real(path, data)
 
-    monkeypatch.setattr(trainer_mod, "_atomic_write", die_on_the_json)
+    monkeypatch.setattr(checkpoint, "write_atomic", die_on_the_json)
     with pytest.raises(KeyboardInterrupt):
         ck.save({"w": np.ones(2)}, {"epoch": 2})
     state, meta = ck.load({"w": np.zeros(2)})
@@ -168,7 +168,7 @@ def test_rerun_of_a_finished_sweep_retrains_nothing(tmp_path):
 
 def test_results_json_is_written_atomically(cfg_factory, tmp_path, monkeypatch):
     """A crash while writing leaves the previous results.json intact."""
-    import bp_alternatives.train as train_mod
+    import bp_alternatives.rundir as rundir
 
     cfg = cfg_factory("model.hidden=[16]", "trainer.epochs=1")
     run(cfg)
@@ -178,9 +178,9 @@ def test_results_json_is_written_atomically(cfg_factory, tmp_path, monkeypatch):
         f.write('{"half": ')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod.json, "dump", crash)
+    monkeypatch.setattr(rundir.json, "dump", crash)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.write_json(str(tmp_path / "results.json"), {"x": 1})
+        rundir.write_json(str(tmp_path / "results.json"), {"x": 1})
     assert (tmp_path / "results.json").read_text() == before
 
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bp_alternatives.train import run
+from bp_alternatives.experiment import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["model.hidden=[32]", "trainer.epochs=3", "trainer.batch_size=64"]
@@ -109,7 +109,7 @@ def test_a_seed_does_not_depend_on_the_seeds_beside_it(prng_impl):
 _DP_SCRIPT = """
 import json, sys
 from tests.conftest import compose_cfg
-from bp_alternatives.train import run
+from bp_alternatives.experiment import run
 import jax
 assert len(jax.devices()) == 8, jax.devices()
 out = {}
@@ -208,7 +208,7 @@ _CACHE_SCRIPT = """
 import collections, json, os, sys
 import jax
 from tests.conftest import compose_cfg
-from bp_alternatives.train import run
+from bp_alternatives.experiment import run
 events = collections.Counter()
 jax.monitoring.register_event_listener(lambda name, **kw: events.update([name]))
 jobs = []

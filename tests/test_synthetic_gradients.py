@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from bp_alternatives.data import load_digits
+from bp_alternatives.experiment import run
 from bp_alternatives.model import cnn, forward, init_params, mlp, stage_fn
 from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import (
@@ -22,7 +23,6 @@ from bp_alternatives.rules import (
     bp,
     sg,
 )
-from bp_alternatives.train import run
 from bp_alternatives.trainer import fit
 from tests.conftest import compose_cfg
 

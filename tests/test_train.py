@@ -17,11 +17,11 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from bp_alternatives.data import load_xor
+from bp_alternatives.experiment import run
 from bp_alternatives.model import mlp
 from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, bp, manual_bp
-from bp_alternatives.train import run
-from bp_alternatives.trainer import init_state, make_train_step
+from bp_alternatives.train import init_state, make_train_step
 from tests.conftest import compose_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,7 +143,7 @@ def test_diverged_epoch_reports_no_accuracy(cfg_factory, tmp_path, capsys):
 
 def test_eval_accuracy_is_nan_when_an_output_is_not_finite():
     from bp_alternatives.model import init_params
-    from bp_alternatives.trainer import make_eval_fn
+    from bp_alternatives.train import make_eval_fn
 
     model = mlp((2,), 2, hidden=(4,))
     ce = get_loss("cross_entropy")
@@ -238,7 +238,7 @@ def test_xor_learned_by_a_small_sigmoid_net(factory):
 
 def test_validation_split_selects_the_epoch_and_reports_its_test_numbers(cfg_factory):
     from bp_alternatives.data import load_digits
-    from bp_alternatives.trainer import fit
+    from bp_alternatives.train import fit
 
     d = load_digits()
     n_val = 300

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from bp_alternatives.config import ConfigError, validate_config
+from bp_alternatives.config import ConfigError
 from bp_alternatives.data import load_xor
 from bp_alternatives.data.dataset import DataError, validate_dataset
+from bp_alternatives.experiment import check_config, run
 from bp_alternatives.rules import RULES
-from bp_alternatives.train import run
 from tests.conftest import compose_cfg
 
 
@@ -49,7 +49,7 @@ from tests.conftest import compose_cfg
 )
 def test_rejected_configs_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        validate_config(compose_cfg(overrides))
+        check_config(compose_cfg(overrides))
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -60,10 +60,10 @@ def test_a_rule_option_composes_with_every_rule_and_is_checked_against_it(rule):
     cfg = compose_cfg([f"rule={rule}", "rule.scale=2.0"])
     assert cfg.rule.scale == 2.0
     if rule in ("fa", "dfa"):
-        validate_config(cfg)
+        check_config(cfg)
     else:
         with pytest.raises(ConfigError, match=f"rule.scale is not an option of {rule}"):
-            validate_config(cfg)
+            check_config(cfg)
 
 
 def test_sweepers_optimise_validation_never_test_unless_asked():
@@ -74,23 +74,23 @@ def test_sweepers_optimise_validation_never_test_unless_asked():
         match=r"optimized_metric=test_accuracy .* data.val_fraction=0.2 .* "
         r"use optimized_metric=val_accuracy, or optimize_on_test=true",
     ):
-        validate_config(compose_cfg(held_out))
-    validate_config(compose_cfg([*held_out, "optimize_on_test=true"]))
-    validate_config(compose_cfg(["optimized_metric=test_accuracy"]))  # no val split
+        check_config(compose_cfg(held_out))
+    check_config(compose_cfg([*held_out, "optimize_on_test=true"]))
+    check_config(compose_cfg(["optimized_metric=test_accuracy"]))  # no val split
     with pytest.raises(ConfigError, match="optimized_metric='accuracy' is not a"):
-        validate_config(compose_cfg(["optimized_metric=accuracy"]))
+        check_config(compose_cfg(["optimized_metric=accuracy"]))
 
 
 def test_tuning_sweeper_without_a_validation_split_is_refused():
     from omegaconf import OmegaConf
 
     from bp_alternatives.config import check_optimized_metric
-    from bp_alternatives.sweep import _tuning_sweeper
+    from bp_alternatives.sweep import tuning_sweeper
 
     optuna = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-    assert _tuning_sweeper(OmegaConf.create({"sweeper": {"_target_": optuna}}))
-    assert not _tuning_sweeper(OmegaConf.create({"sweeper": {"_target_": basic}}))
+    assert tuning_sweeper(OmegaConf.create({"sweeper": {"_target_": optuna}}))
+    assert not tuning_sweeper(OmegaConf.create({"sweeper": {"_target_": basic}}))
     with pytest.raises(
         ConfigError,
         match=r"optimized_metric=val_accuracy needs a validation split, but "
@@ -150,20 +150,36 @@ def test_schema_rejects_wrong_types_at_composition(overrides):
 @pytest.mark.parametrize("rule", ["dfa", "sg"])
 def test_rules_needing_a_hidden_stage(rule):
     with pytest.raises(ConfigError, match=f"rule={rule} needs at least one hidden"):
-        validate_config(compose_cfg([f"rule={rule}", "model.hidden=[]"]))
+        check_config(compose_cfg([f"rule={rule}", "model.hidden=[]"]))
     # a CNN's conv stages are hidden stages: no dense hidden layer is fine
-    validate_config(compose_cfg([f"rule={rule}", "model=cnn", "model.hidden=[]"]))
+    check_config(compose_cfg([f"rule={rule}", "model=cnn", "model.hidden=[]"]))
 
 
-def test_rejection_happens_before_any_data_or_compilation(cfg_factory, monkeypatch):
-    import bp_alternatives.train as train_mod
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optim.lr=-1"], "optim.lr"),
+        (["rule=fa", "rule.feedback=usff"], "did you mean 'usf'"),
+        (["rule=ff", "rule.epochs_per_stage=2"], "rule.epochs_per_stage is for"),
+        (["+data.test_sise=10"], "data.test_sise is not an option of load_digits"),
+    ],
+)
+def test_rejection_happens_before_any_data_or_compilation(
+    cfg_factory, monkeypatch, overrides, message
+):
+    import functools
 
+    import bp_alternatives.data
+
+    @functools.wraps(bp_alternatives.data.load_digits)  # the loader's signature
     def boom(*a, **k):
         raise AssertionError("data was loaded")
 
-    monkeypatch.setattr(train_mod, "load_dataset", boom)
-    with pytest.raises(ConfigError, match="optim.lr"):
-        run(cfg_factory("optim.lr=-1"))
+    monkeypatch.setattr(bp_alternatives.data, "load_digits", boom)
+    with pytest.raises(ConfigError, match=message):
+        run(cfg_factory(*overrides))
+    with pytest.raises(AssertionError, match="data was loaded"):  # the check is real
+        run(cfg_factory())
 
 
 @pytest.mark.parametrize(
@@ -177,12 +193,12 @@ def test_rejection_happens_before_any_data_or_compilation(cfg_factory, monkeypat
 def test_models_that_do_not_fit_the_data(cfg_factory, overrides, message, monkeypatch):
     """Widths / shapes that do not fit the data fail when the model is built from the
     loaded data's shape, before any compilation, naming the model and the shape."""
-    import bp_alternatives.train as train_mod
+    import bp_alternatives.experiment as experiment
 
     def no_compiling(*a, **k):
         raise AssertionError("reached training")
 
-    monkeypatch.setattr(train_mod, "fit_seeds", no_compiling)
+    monkeypatch.setattr(experiment, "fit_seeds", no_compiling)
     with pytest.raises(ValueError, match=message):
         run(cfg_factory(*overrides))
 

@@ -83,25 +83,9 @@ def restore_predictor(run: RunRecord):
     import jax
 
     from bp_alternatives.experiment import restore
-    from bp_alternatives.model import output
 
     restored = restore(os.path.dirname(run.path))
-    if restored is None:
-        return None
-    data, model, rule, params, state = restored[1:]
-    if rule.predict is None:
-        return data, jax.jit(lambda x: output(model, params, x))
-    if state is None:
-        return None
-    # the mode the run's headline used at its last epoch (the state restored here);
-    # a rule with one prediction: its first mode
-    mode = run.history[-1].get("prediction_mode") if run.history else None
-
-    def scores(x):
-        modes = rule.predict(params, state, x)
-        return modes[mode] if mode in modes else next(iter(modes.values()))
-
-    return data, jax.jit(scores)
+    return None if restored is None else (restored.data, jax.jit(restored.scores))
 
 
 def _boundary_grid(x: np.ndarray):

@@ -204,6 +204,23 @@ def _check_index(name: str, value: int, n: int) -> int:
     return value
 
 
+def _stage_steps(schedule, steps_per_stage, epochs_per_stage, steps_per_epoch):
+    """``steps_per_stage``, from ``epochs_per_stage * steps_per_epoch`` where the
+    stages are given in epochs; ValueError names the options."""
+    if epochs_per_stage is None:
+        return steps_per_stage
+    if steps_per_stage is not None:
+        raise ValueError("give rule.epochs_per_stage or rule.steps_per_stage, not both")
+    if schedule != "layerwise":
+        raise ValueError(
+            "rule.epochs_per_stage is for rule.schedule=layerwise, got "
+            f"rule.schedule={schedule!r}"
+        )
+    if not steps_per_epoch:
+        raise ValueError("rule.epochs_per_stage needs the run's steps_per_epoch")
+    return int(epochs_per_stage) * int(steps_per_epoch)
+
+
 def ff(
     model: Model,
     loss: Loss,
@@ -216,6 +233,8 @@ def ff(
     negatives: str = "random",
     schedule: str = "all",
     steps_per_stage: int | None = None,
+    epochs_per_stage: int | None = None,
+    steps_per_epoch: int | None = None,
     peer_weight: float = 0.0,
     peer_momentum: float = 0.9,
     goodness_from: int | str = "auto",
@@ -257,6 +276,8 @@ def ff(
         an exactly-zero direction; with momentum / Adam / weight decay the optimizer
         still moves them a little (use plain SGD for strict freezing).
       steps_per_stage: required with ``schedule="layerwise"``.
+      epochs_per_stage, steps_per_epoch: ``steps_per_stage`` given in epochs instead
+        (``epochs_per_stage * steps_per_epoch``; not both).
       peer_weight: weight lambda of loeweX's peer-normalisation loss
         ``mean_j (mean(r) - r_j)^2`` on a running mean ``r`` (momentum
         ``peer_momentum``, initial 0.5) of each unit's mean positive activity.
@@ -301,7 +322,14 @@ def ff(
       S. Loewe, github.com/loeweX/Forward-Forward (peer normalisation, read-out).
       M. Pezeshki, github.com/mohammadpz/pytorch_forward_forward (theta = 2.0).
     """
-    del loss
+    if loss.name != "cross_entropy":
+        raise ValueError(
+            f"rule=ff with loss={loss.name}: forward-forward predicts by goodness and "
+            "its read-out is a softmax classifier; use loss=cross_entropy"
+        )
+    steps_per_stage = _stage_steps(
+        schedule, steps_per_stage, epochs_per_stage, steps_per_epoch
+    )
     stages: tuple[Stage, ...] = model.stages[:-1]
     n = len(stages)
     num_classes = model.num_outputs

@@ -1,0 +1,428 @@
+"""Training over seeds: data on the device, one compiled program per epoch, the
+per-epoch evaluation and probe, checkpoints, and each seed's results."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bp_alternatives.data import Dataset
+from bp_alternatives.diagnostics import with_alignment
+from bp_alternatives.model import Model
+from bp_alternatives.model.losses import Loss
+from bp_alternatives.progress import EPOCH_LOG, Progress, epoch_line
+from bp_alternatives.rules import Batch, LearningRule
+from bp_alternatives.train.checkpoint import Checkpointer
+from bp_alternatives.train.evaluate import make_eval_fn
+from bp_alternatives.train.history import (
+    flat_scalars,
+    history_entry,
+    select_on_validation,
+)
+from bp_alternatives.train.sharding import (
+    data_mesh,
+    replicate,
+    replicate_tree,
+    seed_axis,
+)
+from bp_alternatives.train.step import init_state, make_epoch_fn
+from bp_alternatives.writers import MetricWriter, NullWriter
+
+
+def fit(
+    model: Model,
+    loss: Loss,
+    rule: LearningRule,
+    optimizer: optax.GradientTransformation,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    key: jax.Array,
+    **kwargs,
+) -> dict[str, Any]:
+    """Train ``model`` with ``rule`` + ``optimizer`` on ``data``; return the results.
+
+    Returns a dict with ``history`` (one entry per epoch: train/test loss and accuracy,
+    per-stage ``alignment_deg``, ``grad_norm``, ``update_norm`` measured on a fixed
+    probe batch of the training set, and the rule's own metrics averaged over the
+    epoch as ``rule/<name>``; ``prediction_mode`` when the rule chooses its headline
+    among ``headline_modes``), ``final``, ``prediction`` (that choice at the last
+    epoch: ``mode``, ``chosen_on``, ``candidates``; ``None`` for a rule with one
+    headline), ``status`` (``ok`` or ``diverged``),
+    ``diverged_epoch``, ``examples_per_second`` (epochs after the first; compilation
+    excluded) and ``wall_seconds``. Keyword arguments as in :func:`fit_seeds`.
+    """
+    return _fit(
+        model, loss, rule, optimizer, data, epochs, batch_size, [key], False, **kwargs
+    )[0]
+
+
+def fit_seeds(
+    model: Model,
+    loss: Loss,
+    rule: LearningRule,
+    optimizer: optax.GradientTransformation,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    keys: Sequence[jax.Array],
+    batched: bool = True,
+    **kwargs,
+) -> list[dict[str, Any]]:
+    """Train one model per key in a single compiled program (``vmap`` over seeds;
+    a ``lax.map`` for PRNG implementations other than threefry:
+    :func:`bp_alternatives.train.sharding.seed_axis`).
+
+    Returns one results dict per key, equal (to float rounding) to separate
+    :func:`fit` runs, whatever other keys share the program. Options:
+    ``probe_size`` (examples in the alignment probe), ``eval_chunk`` (evaluation
+    batch), ``writers`` (one ``MetricWriter`` per key), ``progress``,
+    ``data_parallel`` (shard each batch over ``jax.devices()`` with a ``Mesh`` +
+    ``NamedSharding``; params replicated, so XLA all-reduces the gradients),
+    ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last checkpoint in
+    ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a checkpoint written
+    under another tag is refused: :class:`Checkpointer`), ``lr_schedule`` (step ->
+    rate, recorded as each epoch's ``lr``).
+    """
+    return _fit(
+        model,
+        loss,
+        rule,
+        optimizer,
+        data,
+        epochs,
+        batch_size,
+        list(keys),
+        batched,
+        **kwargs,
+    )
+
+
+def choose_headline(
+    modes: Sequence[str] | None, splits: dict[str, dict[str, Any]]
+) -> str | None:
+    """Set each split's ``accuracy`` to the prediction mode (one of ``modes``) with the
+    best validation accuracy -- training accuracy without a ``val`` split; never
+    test -- and return that mode (the first of equals). ``None`` modes: the rule has
+    one headline, nothing to choose. ``splits``: ``{"train"|"val"|"test": eval
+    results}`` (``accuracy/<mode>`` keys), modified in place.
+    """
+    if not modes:
+        return None
+    on = splits.get("val", splits["train"])
+    best = max(modes, key=lambda m: float(on[f"accuracy/{m}"]))
+    for res in splits.values():
+        res["accuracy"] = res[f"accuracy/{best}"]
+    return best
+
+
+class _Arrays(NamedTuple):
+    """The dataset's splits on the device(s); ``val`` is ``None`` without one."""
+
+    train: tuple[jax.Array, jax.Array]
+    test: tuple[jax.Array, jax.Array]
+    val: tuple[jax.Array, jax.Array] | None
+    probe: Batch
+
+
+def _place(data: Dataset, put: Callable, probe_size: int) -> _Arrays:
+    x_train, y_train = put(data.x_train), put(data.y_train)
+    val = None
+    if getattr(data, "x_val", None) is not None and len(data.x_val):
+        val = (put(data.x_val), put(data.y_val))
+    probe = Batch(x_train[:probe_size], y_train[:probe_size])
+    return _Arrays((x_train, y_train), (put(data.x_test), put(data.y_test)), val, probe)
+
+
+class _Programs(NamedTuple):
+    """The compiled pieces of a run, over the seed axis when batched."""
+
+    init: Callable
+    epoch: Callable
+    eval: Callable
+    probe: Callable
+    fold: Callable
+
+
+def _programs(
+    model: Model,
+    loss: Loss,
+    rule: LearningRule,
+    optimizer: optax.GradientTransformation,
+    sizes: tuple[int, int, int],
+    sharding,
+    keys: jax.Array,
+    batched: bool,
+) -> _Programs:
+    """``sizes``: (training examples, batch size, evaluation chunk)."""
+    n, batch_size, eval_chunk = sizes
+    init = partial(init_state, model, rule, optimizer)
+    epoch_fn = make_epoch_fn(rule, optimizer, n, batch_size, sharding)
+    eval_fn = make_eval_fn(model, loss, rule, eval_chunk)
+    probe_fn = with_alignment(rule, model, loss).update
+    fold = jax.random.fold_in
+    if batched:  # a leading seed axis on state and keys; data shared
+        over = seed_axis(keys)
+        init = over(init, (0,))
+        epoch_fn = over(epoch_fn, (0, None, None, 0, None))
+        eval_fn = over(eval_fn, (0, 0, None, None))
+        probe_fn = over(probe_fn, (0, 0, None, 0))
+        fold = over(fold, (0, None))
+    return _Programs(
+        init,
+        jax.jit(epoch_fn, donate_argnums=0),
+        jax.jit(eval_fn),
+        jax.jit(probe_fn),
+        fold,
+    )
+
+
+@dataclasses.dataclass
+class _Record:
+    """What the loop has recorded so far, per seed; saved in checkpoints."""
+
+    histories: list[list[dict[str, Any]]]
+    diverged: list[int | None]
+    shown: list[dict[str, Any]]  # each seed's last epoch, as displayed
+    steady_time: float = 0.0
+    steady_examples: int = 0
+
+
+def _resume(ckpt, state, record: _Record, writers, replicated) -> tuple[Any, int]:
+    """(state, first epoch to train) from the checkpoint in ``ckpt``, if any; the
+    restored epochs are replayed to the writers, which start empty, so metrics.csv
+    and a W&B run hold the whole history, not only the epochs after the resume."""
+    restored = ckpt.load(state) if ckpt else None
+    if restored is None:
+        return state, 1
+    state, meta = restored
+    state = replicate_tree(state, replicated) if replicated is not None else state
+    record.histories, record.diverged = meta["histories"], meta["diverged"]
+    print(f"resuming from the checkpoint of epoch {meta['epoch']}")
+    for s, history in enumerate(record.histories):
+        for entry in history:
+            writers[s].write_scalars(entry["epoch"], flat_scalars(entry))
+    return state, meta["epoch"] + 1
+
+
+class _Recorder(NamedTuple):
+    """What recording an epoch needs besides the epoch's own numbers."""
+
+    rule: LearningRule
+    writers: list[MetricWriter]
+    batched: bool
+    epochs: int
+    steps: int  # per epoch
+    batch_size: int
+    lr_schedule: Callable[[int], Any] | None
+
+
+def _record_epoch(
+    rec: _Recorder,
+    record: _Record,
+    epoch: int,
+    dt: float,
+    evals: dict[str, Any],
+    step_metrics,
+    probe_metrics,
+) -> None:
+    """Each live seed's history entry of ``epoch``: logged, written, appended; a seed
+    whose epoch was not finite is marked diverged."""
+    batched, steps, lr_schedule = rec.batched, rec.steps, rec.lr_schedule
+    for s in range(len(record.histories)):
+        if record.diverged[s] is not None:
+            continue
+        splits = {k: _per_seed(v, s, batched) for k, v in evals.items()}
+        mode = choose_headline(rec.rule.headline_modes, splits)
+        entry = history_entry(
+            epoch,
+            dt,
+            splits,
+            _per_seed(step_metrics, s, batched),
+            _per_seed(probe_metrics, s, batched),
+        )
+        if mode is not None:
+            entry["prediction_mode"] = mode
+        finite = entry.pop("finite")
+        if lr_schedule is not None:  # the rate of the epoch's first step
+            entry["lr"] = float(lr_schedule((epoch - 1) * steps))
+        record.histories[s].append(entry)
+        speed = steps * rec.batch_size / dt
+        record.shown[s] = entry | {"examples_per_second": speed}
+        seed = f"seed {s}: " if batched else ""
+        EPOCH_LOG.info(seed + epoch_line(epoch, rec.epochs, record.shown[s]))
+        # the same columns live and when a resumed run replays its history
+        rec.writers[s].write_scalars(epoch, flat_scalars(entry))
+        if not finite:
+            record.diverged[s] = epoch
+
+
+def _per_seed(tree, s: int, batched: bool):
+    return jax.tree_util.tree_map(lambda a: a[s] if batched else a, tree)
+
+
+def _fit(
+    model: Model,
+    loss: Loss,
+    rule: LearningRule,
+    optimizer: optax.GradientTransformation,
+    data: Dataset,
+    epochs: int,
+    batch_size: int,
+    keys: list[jax.Array],
+    batched: bool,
+    *,
+    probe_size: int = 256,
+    eval_chunk: int = 4096,
+    writers: Sequence[MetricWriter] | None = None,
+    writer: MetricWriter | None = None,
+    progress: bool = True,
+    data_parallel: bool = False,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_tag: str | None = None,
+    lr_schedule: Callable[[int], Any] | None = None,
+) -> list[dict[str, Any]]:
+    start = time.perf_counter()
+    num_seeds, n = len(keys), len(data.x_train)
+    if not batched and num_seeds != 1:
+        raise ValueError(f"batched=False needs exactly one key, got {num_seeds}")
+    writers = [writer] if writer is not None else writers
+    writers = list(writers) if writers else [NullWriter() for _ in keys]
+    if batch_size > n:
+        raise ValueError(
+            f"trainer.batch_size={batch_size} is larger than the {data.name} training "
+            f"set ({n} examples)"
+        )
+    sizes = (batch_size, probe_size, eval_chunk)
+    arrays, prog, state, run_keys, replicated = _start(
+        model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel
+    )
+    record = _Record([[] for _ in keys], [None] * num_seeds, [{} for _ in keys])
+    ckpt = checkpoint_dir and Checkpointer(
+        checkpoint_dir, checkpoint_every, checkpoint_tag
+    )
+    state, first_epoch = _resume(ckpt, state, record, writers, replicated)
+    steps = n // batch_size
+    rec = _Recorder(rule, writers, batched, epochs, steps, batch_size, lr_schedule)
+    bar = Progress(epochs, steps) if progress else None
+    for epoch in range(first_epoch, epochs + 1):
+        if all(d is not None for d in record.diverged):
+            break
+        state = _train_epoch(
+            prog, rec, record, arrays, state, epoch, first_epoch, *run_keys
+        )
+        if bar:
+            bar.update(epoch, record.shown[0])
+        if ckpt and ckpt.due(epoch, epoch == epochs):
+            ckpt.save(state, _meta(epoch, record))
+    if bar and bar.tty and len(record.histories[0]) != epochs:
+        bar.close()
+    chosen_on = "val" if arrays.val is not None else "train"
+    wall = time.perf_counter() - start
+    return [
+        _seed_results(rec, record, state, s, chosen_on, wall) for s in range(num_seeds)
+    ]
+
+
+def _start(model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel):
+    """Data and initial state on the device(s), the compiled programs, and the
+    (train, probe) keys. ``sizes``: (batch size, probe size, evaluation chunk)."""
+    batch_size, probe_size, eval_chunk = sizes
+    mesh, batch_sharding, replicated = data_mesh(data_parallel, batch_size)
+    put = (lambda t: replicate(t, replicated)) if mesh else jnp.asarray
+    arrays = _place(data, put, probe_size)
+    keys_arr = jnp.stack([jnp.asarray(k) for k in keys])
+    prog = _programs(
+        model,
+        loss,
+        rule,
+        optimizer,
+        (len(data.x_train), batch_size, eval_chunk),
+        batch_sharding,
+        keys_arr,
+        batched,
+    )
+    seed_keys = keys_arr if batched else keys_arr[0]
+    probe_key, train_key = prog.fold(seed_keys, 2), prog.fold(seed_keys, 3)
+    state = prog.init(seed_keys)
+    if mesh:  # every input of the compiled programs on the (possibly global) mesh
+        state = replicate_tree(state, replicated)
+        probe_key, train_key = replicate_tree((probe_key, train_key), replicated)
+    return arrays, prog, state, (train_key, probe_key), replicated
+
+
+def _train_epoch(
+    prog: _Programs,
+    rec: _Recorder,
+    record: _Record,
+    arrays: _Arrays,
+    state,
+    epoch: int,
+    first_epoch: int,
+    train_key: jax.Array,
+    probe_key: jax.Array,
+):
+    """Train, probe and evaluate one epoch, record it; return the new state."""
+    t0 = time.perf_counter()
+    state, step_metrics = prog.epoch(state, *arrays.train, train_key, epoch)
+    jax.block_until_ready(state)
+    dt = time.perf_counter() - t0
+    if epoch > first_epoch:
+        record.steady_time += dt
+        num_seeds = len(record.histories)
+        record.steady_examples += rec.steps * rec.batch_size * num_seeds
+    _, _, probe_metrics = prog.probe(
+        state.params, state.rule_state, arrays.probe, prog.fold(probe_key, epoch)
+    )
+    evals = {
+        "train": prog.eval(state.params, state.rule_state, *arrays.train),
+        "test": prog.eval(state.params, state.rule_state, *arrays.test),
+    }
+    if arrays.val is not None:
+        evals["val"] = prog.eval(state.params, state.rule_state, *arrays.val)
+    _record_epoch(rec, record, epoch, dt, evals, step_metrics, probe_metrics)
+    return state
+
+
+def _seed_results(rec, record, state, s, chosen_on, wall) -> dict[str, Any]:
+    """Seed ``s``'s results dict (:func:`fit`)."""
+    history, diverged = record.histories[s], record.diverged[s]
+    last = history[-1] if history else {}
+    final = {k: last.get(k) for k in last if k.startswith(("train_", "test_", "val_"))}
+    prediction = None
+    if rec.rule.headline_modes:
+        prediction = {
+            "mode": last.get("prediction_mode"),
+            "chosen_on": chosen_on,
+            "candidates": list(rec.rule.headline_modes),
+        }
+    steady = record.steady_time
+    return {
+        "final": final,
+        "selected": select_on_validation(history),
+        "prediction": prediction,
+        "history": history,
+        "status": "ok" if diverged is None else "diverged",
+        "diverged_epoch": diverged,
+        "examples_per_second": record.steady_examples / steady if steady > 0 else None,
+        "seeds_in_program": len(record.histories),
+        "wall_seconds": wall,
+        "steps_per_epoch": rec.steps,
+        "params": _per_seed(state.params, s, rec.batched),
+        "rule_state": _per_seed(state.rule_state, s, rec.batched),
+    }
+
+
+def _meta(epoch: int, record: _Record) -> dict[str, Any]:
+    """A checkpoint's metadata: what :func:`_resume` reads back."""
+    return {"epoch": epoch, "histories": record.histories, "diverged": record.diverged}
