@@ -25,10 +25,15 @@ from jax.sharding import PartitionSpec as P
 from bp_alternatives.atomic import write_atomic
 from bp_alternatives.data import Dataset
 from bp_alternatives.diagnostics import with_alignment
-from bp_alternatives.model import Model, Params, init_params, output
+from bp_alternatives.model import Model, Params, init_params
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.progress import EPOCH_LOG, Progress, epoch_line
-from bp_alternatives.rules._base import Batch, LearningRule
+from bp_alternatives.rules import (
+    Batch,
+    LearningRule,
+    headline_candidates,
+    predictor,
+)
 from bp_alternatives.writers import MetricWriter, NullWriter
 
 
@@ -107,10 +112,7 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
     results.json): ``argmax`` of a NaN row is 0, a class, not a prediction.
     """
 
-    def scores_fn(params, rule_state, x):
-        if rule.predict is None:
-            return {"": output(model, params, x)}
-        return dict(rule.predict(params, rule_state, x))
+    predict = predictor(rule, model)
 
     def eval_fn(params, rule_state, x, y):
         n = x.shape[0]
@@ -123,13 +125,11 @@ def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Ca
 
         def one(args):
             xc, yc, m = args
-            if rule.eval_output is None:
-                out = output(model, params, xc)
-            else:  # the rule's own read-out (forward-forward)
-                out = rule.eval_output(params, rule_state, xc)
+            pred = predict(params, rule_state, xc)
+            out = pred.output if pred.loss_output is None else pred.loss_output
             per_example = jax.vmap(lambda o, t: loss.value(o[None], t[None]))(out, yc)
             res = {"loss": jnp.sum(per_example * m)}
-            scores = scores_fn(params, rule_state, xc)
+            scores = {**pred.headline, **pred.others}
             res["nonfinite"] = sum(  # real examples with a non-finite output
                 jnp.sum(~jnp.all(jnp.isfinite(o.reshape(c, -1)), axis=1) & m)
                 for o in (out, *scores.values())
@@ -311,7 +311,7 @@ def fit(
     per-stage ``alignment_deg``, ``grad_norm``, ``update_norm`` measured on a fixed
     probe batch of the training set, and the rule's own metrics averaged over the
     epoch as ``rule/<name>``; ``prediction_mode`` when the rule chooses its headline
-    among ``headline_modes``), ``final``, ``prediction`` (that choice at the last
+    among ``Prediction.headline``), ``final``, ``prediction`` (that choice at the last
     epoch: ``mode``, ``chosen_on``, ``candidates``; ``None`` for a rule with one
     headline), ``status`` (``ok`` or ``diverged``),
     ``diverged_epoch``, ``examples_per_second`` (epochs after the first; compilation
@@ -410,6 +410,7 @@ def _fit(
     init = partial(init_state, model, rule, optimizer)
     epoch_fn = make_epoch_fn(rule, optimizer, n, batch_size, batch_sharding)
     eval_fn = make_eval_fn(model, loss, rule, eval_chunk)
+    candidates = headline_candidates(rule, model)
     probe_fn = with_alignment(rule, model, loss).update
     fold = jax.random.fold_in
     if batched:  # a leading seed axis on state and keys; data shared
@@ -483,7 +484,7 @@ def _fit(
             splits = {"train": per_seed(tr, s), "test": per_seed(te, s)}
             if va is not None:
                 splits["val"] = per_seed(va, s)
-            mode = choose_headline(rule.headline_modes, splits)
+            mode = choose_headline(candidates, splits)
             entry = _history_entry(
                 epoch,
                 dt,
@@ -529,9 +530,9 @@ def _fit(
                     {
                         "mode": last.get("prediction_mode"),
                         "chosen_on": "val" if x_val is not None else "train",
-                        "candidates": list(rule.headline_modes),
+                        "candidates": list(candidates),
                     }
-                    if rule.headline_modes
+                    if candidates
                     else None
                 ),
                 "history": histories[s],

@@ -7,12 +7,15 @@ from bp_alternatives.rules._backprop import BackpropState, bp
 from bp_alternatives.rules._base import (
     Batch,
     LearningRule,
+    Prediction,
     RuleInitFn,
-    RuleObjectiveFn,
     RulePredictFn,
     RuleUpdateFn,
     UnsupportedModelError,
+    feedforward_prediction,
+    headline_candidates,
     loss_fn,
+    predictor,
 )
 from bp_alternatives.rules._direct_feedback_alignment import (
     DirectFeedbackAlignmentState,
@@ -62,7 +65,7 @@ __all__ = [
     "ManualBackpropState",
     "PredictiveCodingState",
     "RuleInitFn",
-    "RuleObjectiveFn",
+    "Prediction",
     "RulePredictFn",
     "RuleUpdateFn",
     "SyntheticGradientsState",
@@ -72,9 +75,12 @@ __all__ = [
     "dfa",
     "ep",
     "fa",
+    "feedforward_prediction",
     "get_rule",
+    "headline_candidates",
     "loss_fn",
     "manual_bp",
     "pc",
+    "predictor",
     "sg",
 ]

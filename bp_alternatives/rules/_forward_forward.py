@@ -24,7 +24,7 @@ How FF sits on the shared model
   ``update`` by its own optimizer (``readout_optim``, any ``optim`` config). The model
   read-out stage's direction is zero, so it stays at its initial value; the trainer's
   ``train_loss`` / ``test_loss`` are therefore taken on the rule's read-out logits
-  (``LearningRule.eval_output``, neutral label), not the unused model read-out:
+  (``Prediction.loss_output``, neutral label), not the unused model read-out:
   the cross-entropy of the prediction ``test_accuracy/readout`` reports.
 * Any stage whose output is an array works (dense or convolutional): goodness sums (or
   averages) over all non-batch axes, normalisation divides by the norm over all
@@ -58,10 +58,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.model import Model, Stage, apply_linear
+from bp_alternatives.model import Model, Stage, apply_linear, output
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.optim import make_optimizer
-from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+from bp_alternatives.rules._base import (
+    LearningRule,
+    Prediction,
+    UnsupportedModelError,
+)
 
 GOODNESS = ("sum", "mean")
 NORMALISE = ("l2", "rms")
@@ -265,7 +269,7 @@ def ff(
         ``"auto"``: every range of stages ``a..b`` is a prediction mode and the
         trainer takes the one with the best validation accuracy (training accuracy
         without a validation split) as the headline, at every evaluation
-        (``LearningRule.headline_modes``). A number ``k``: stages ``k..N-1`` (1: skip
+        (``Prediction.headline``). A number ``k``: stages ``k..N-1`` (1: skip
         the first, as in the paper), mode ``goodness``, no choice. Later stages can
         be worse than useless: the length normalisation before each stage removes
         the goodness the stage below learned, so a stage sees the label only through
@@ -289,7 +293,9 @@ def ff(
     for every FF stage and, with ``goodness_from="auto"``, ``goodness_stages<a>-<b>``
     for every longer range ``a..b`` (the headline candidates, the paper's ``1..N-1``
     first); with a number ``k``, ``goodness`` (stages ``k..N-1``, the headline) --
-    and ``readout`` (softmax read-out with the neutral label ``1/C``).
+    and ``readout`` (softmax read-out with the neutral label ``1/C``, also the
+    loss output). Its ``output`` (the alignment reference) is the model's
+    feed-forward output.
     Metrics per step: ``loss`` (read-out cross-entropy), and per FF stage ``[N]``
     (index ``l`` is model stage ``l``): ``ff_loss``, ``peer_loss``, ``goodness_pos``,
     ``goodness_neg`` (batch means), ``ff_accuracy`` (fraction of positives above and
@@ -500,25 +506,20 @@ def ff(
     def predict_fn(params, state, x):
         scale = label_scale_of(x, label_scale)
         g = goodness_table(params, x, scale)  # [B, C, N]
-        scores = {}
-        if not auto:
-            scores["goodness"] = jnp.sum(g[..., goodness_from:], axis=-1)
-        for a, b in ranges:
-            scores[range_mode(a, b)] = jnp.sum(g[..., a : b + 1], axis=-1)
-        scores["readout"] = readout_features(params, x, scale) @ state.readout
-        return scores
-
-    def eval_output_fn(params, state, x):
-        """The read-out's logits (neutral label): what train/test loss is taken on."""
-        return (
-            readout_features(params, x, label_scale_of(x, label_scale)) @ state.readout
+        by_range = {
+            range_mode(a, b): jnp.sum(g[..., a : b + 1], axis=-1) for a, b in ranges
+        }
+        logits = readout_features(params, x, scale) @ state.readout
+        if auto:  # every range a candidate for the headline
+            headline, others = by_range, {}
+        else:
+            headline = {"goodness": jnp.sum(g[..., goodness_from:], axis=-1)}
+            others = by_range
+        return Prediction(
+            output=output(model, params, x),
+            headline=headline,
+            others={**others, "readout": logits},
+            loss_output=logits,  # the read-out's logits (neutral label)
         )
 
-    headline = tuple(range_mode(a, b) for a, b in ranges) if auto else None
-    return LearningRule(
-        init_fn,
-        update_fn,
-        predict=predict_fn,
-        eval_output=eval_output_fn,
-        headline_modes=headline,
-    )
+    return LearningRule(init_fn, update_fn, predict=predict_fn)
