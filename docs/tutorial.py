@@ -20,8 +20,8 @@ matplotlib.use("Agg")  # files, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bp_alternatives.data import load_digits  # noqa: E402
-from bp_alternatives.losses import get_loss  # noqa: E402
 from bp_alternatives.model import mlp  # noqa: E402
+from bp_alternatives.model.losses import get_loss  # noqa: E402
 from bp_alternatives.optim import make_optimizer  # noqa: E402
 from bp_alternatives.rules import bp, fa  # noqa: E402
 from bp_alternatives.trainer import fit  # noqa: E402

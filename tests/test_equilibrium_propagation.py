@@ -33,8 +33,8 @@ from jax.flatten_util import ravel_pytree
 
 from bp_alternatives.config import ConfigError, validate_config
 from bp_alternatives.diagnostics import angle_deg, with_alignment
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import cnn, init_params, mlp, output
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, UnsupportedModelError, ep
 from tests.conftest import compose_cfg, to_f64
 

@@ -77,8 +77,8 @@ def test_a_seed_does_not_depend_on_the_seeds_beside_it(prng_impl):
     import optax
 
     from bp_alternatives.data import load_xor
-    from bp_alternatives.losses import get_loss
     from bp_alternatives.model import mlp
+    from bp_alternatives.model.losses import get_loss
     from bp_alternatives.rules import fa
     from bp_alternatives.trainer import fit_seeds
 

@@ -34,8 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Stage, apply_linear, forward
+from bp_alternatives.model.losses import Loss
 from bp_alternatives.rules._base import (
     LearningRule,
     Prediction,
