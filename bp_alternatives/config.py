@@ -284,7 +284,10 @@ def validate_config(cfg: DictConfig) -> None:
     )
 
     r = OmegaConf.to_container(cfg.rule, resolve=True)
-    rule = get_rule(r["name"])  # unknown rule: lists the valid ones
+    if r.get("_target_"):  # the factory the rule's YAML names
+        rule = hydra.utils.get_method(r["_target_"])
+    else:
+        rule = get_rule(r["name"])  # unknown rule: lists the valid ones
     # options build_rule turns into factory arguments (train.build_rule)
     config_only = {"ff": {"epochs_per_stage"}}.get(r.get("name"), set())
     if r.get("name") == "ff" and r.get("epochs_per_stage") is not None:
@@ -297,7 +300,8 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(
                 "give rule.epochs_per_stage or rule.steps_per_stage, not both"
             )
-    _check_kwargs("rule", rule, r, {"model", "loss", "name"} | config_only)
+    generic = {"model", "loss", "name", "_target_", "_partial_"}
+    _check_kwargs("rule", rule, r, generic | config_only)
     if r["name"] == "ff" and cfg.loss != "cross_entropy":
         raise ConfigError(
             f"rule=ff with loss={cfg.loss}: forward-forward predicts by goodness and "

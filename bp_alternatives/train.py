@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -65,24 +66,16 @@ def build_rule(
     steps_per_epoch: int | None = None,
 ):
     name, kwargs = _split_name(cfg.rule)
-    if name == "fa" and kwargs.get("feedback") != "kp":
-        kwargs.pop("kp_optim", None)  # only kp reads it
-    if kwargs.get("kp_optim") == "run":  # fa's Kolen-Pollack: B runs the run's optim
-        kwargs["kp_optim"] = OmegaConf.to_container(cfg.optim, resolve=True)
-    # a rule's own optimizer (ff's read-out, kp's B) follows the run's step count, so
-    # its schedule (e.g. linear_cooldown) spans the same epochs as optim's
-    for key in ("readout_optim", "kp_optim"):
-        o = kwargs.get(key)
-        if not isinstance(o, dict):
-            continue
-        if total_steps is not None:
-            o.setdefault("total_steps", total_steps)
-            o.setdefault("steps_per_epoch", steps_per_epoch)
-        elif o.get("schedule", "constant") != "constant" and "total_steps" not in o:
-            raise ValueError(
-                f"rule.{key}.schedule={o['schedule']!r} needs the run's step "
-                "counts: build_rule(cfg, model, total_steps, steps_per_epoch)"
-            )
+    kwargs.pop("_partial_", None)  # the factory is called with the model and loss
+    target = kwargs.pop("_target_", None)
+    factory = hydra.utils.get_method(target) if target else get_rule(name)
+    if "optimizer" in inspect.signature(factory).parameters:
+        # the optimizer of the rule's own parameters (Trainable): rule.optimizer, or
+        # the run's; its schedule spans the run's steps
+        spec = kwargs.get("optimizer")
+        where = "rule.optimizer" if spec else "optim"
+        spec = spec or OmegaConf.to_container(cfg.optim, resolve=True)
+        kwargs["optimizer"] = _rule_optimizer(spec, where, total_steps, steps_per_epoch)
     if name == "ff" and kwargs.get("epochs_per_stage") is not None:
         # layerwise FF is configured in epochs; the rule counts steps
         eps = int(kwargs.pop("epochs_per_stage"))
@@ -95,7 +88,32 @@ def build_rule(
         kwargs["steps_per_stage"] = eps * int(steps_per_epoch)
     elif name == "ff":
         kwargs.pop("epochs_per_stage", None)
-    return name, get_rule(name)(model, get_loss(cfg.loss), **kwargs)
+    return name, factory(model, get_loss(cfg.loss), **kwargs)
+
+
+def _rule_optimizer(
+    spec: dict[str, Any],
+    where: str,
+    total_steps: int | None,
+    steps_per_epoch: int | None,
+):
+    """An optim-style mapping (``name``, ``lr``, ...) -> optax transformation, with
+    the run's step counts for its schedule."""
+    o = dict(spec)
+    if total_steps is not None:
+        o.setdefault("total_steps", total_steps)
+        o.setdefault("steps_per_epoch", steps_per_epoch)
+    elif o.get("schedule", "constant") != "constant" and "total_steps" not in o:
+        raise ValueError(
+            f"{where}.schedule={o['schedule']!r} needs the run's step "
+            "counts: build_rule(cfg, model, total_steps, steps_per_epoch)"
+        )
+    try:
+        return make_optimizer(
+            o.pop("name"), o.pop("lr"), total_steps=int(o.pop("total_steps", 1)), **o
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e
 
 
 def check_rule_options(cfg: DictConfig) -> None:

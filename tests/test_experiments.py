@@ -240,9 +240,9 @@ def _sgd_lrs(opt, n):
 
 
 def test_linear_cooldown_reaches_the_ff_readout_too(tmp_path, monkeypatch):
-    """optim.schedule and rule.readout_optim.schedule=linear_cooldown both span the
-    run's epochs: the read-out's optimizer gets the run's step counts."""
-    import bp_alternatives.rules._forward_forward as ff_module
+    """optim.schedule and rule.optimizer.schedule=linear_cooldown (ff: the read-out's)
+    both span the run's epochs: the read-out's optimizer gets the run's step counts."""
+    import bp_alternatives.train as train_module
     from bp_alternatives.train import build_model, build_rule
 
     built = []
@@ -251,7 +251,7 @@ def test_linear_cooldown_reaches_the_ff_readout_too(tmp_path, monkeypatch):
         built.append(make_optimizer(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(ff_module, "make_optimizer", spy)
+    monkeypatch.setattr(train_module, "make_optimizer", spy)
     cfg = job_cfg(
         tmp_path,
         "rule=ff",
@@ -259,9 +259,9 @@ def test_linear_cooldown_reaches_the_ff_readout_too(tmp_path, monkeypatch):
         "optim=sgd",
         "optim.schedule=linear_cooldown",
         "trainer.epochs=10",
-        "+rule.readout_optim.schedule=linear_cooldown",
-        "rule.readout_optim.momentum=0.0",
-        "rule.readout_optim.weight_decay=0.0",
+        "+rule.optimizer.schedule=linear_cooldown",
+        "rule.optimizer.momentum=0.0",
+        "rule.optimizer.weight_decay=0.0",
     )
     validate_config(cfg)
     data = build_data(cfg)
@@ -270,7 +270,7 @@ def test_linear_cooldown_reaches_the_ff_readout_too(tmp_path, monkeypatch):
     build_rule(cfg, build_model(cfg, data), total_steps=n, steps_per_epoch=steps)
     for opt, lr in (
         (build_optimizer(cfg, total_steps=n), float(cfg.optim.lr)),
-        (built[0], float(cfg.rule.readout_optim.lr)),
+        (built[0], float(cfg.rule.optimizer.lr)),
     ):
         lrs = _sgd_lrs(opt, n)
         # E=10 (0-based e): lr through epoch 6 (factor 2*5/10 = 1 at e=6), then

@@ -286,8 +286,10 @@ def test_predict_scores_are_goodness_per_label_and_readout():
         params = _generic_params(model, 0)
         rule = ff(model, CE)
         state = rule.init(jax.random.PRNGKey(1), params)
-        v = np.random.RandomState(2).normal(size=state.readout.shape)
-        state = state._replace(readout=jnp.asarray(v))
+        v = np.random.RandomState(2).normal(size=state.trainable.params.shape)
+        state = state._replace(
+            trainable=state.trainable._replace(params=jnp.asarray(v))
+        )
         x = np.random.RandomState(3).normal(size=(7, 6))
         scores = _modes(rule.predict(params, state, jnp.asarray(x)))
         ranges = [(1, 2), (0, 0), (0, 1), (0, 2), (1, 1), (2, 2)]
@@ -541,8 +543,8 @@ def test_reported_loss_is_the_readouts_cross_entropy():
     rule = ff(model, CE)
     params = init_params(model, jax.random.PRNGKey(0))
     state = rule.init(jax.random.PRNGKey(1), params)
-    V = jax.random.normal(jax.random.PRNGKey(2), state.readout.shape)
-    state = state._replace(readout=V)
+    V = jax.random.normal(jax.random.PRNGKey(2), state.trainable.params.shape)
+    state = state._replace(trainable=state.trainable._replace(params=V))
     x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     got = make_eval_fn(model, CE, rule, chunk=100)(params, state, x, y)
     logits = rule.predict(params, state, x).others["readout"]
@@ -611,7 +613,10 @@ def test_experiment_configs_build_the_rule(experiment):
     assert name == "ff" and model.num_stages == len(cfg.model.hidden) + 1
     params = jax.eval_shape(lambda k: init_params(model, k), jax.random.PRNGKey(0))
     state = jax.eval_shape(rule.init, jax.random.PRNGKey(0), params)
-    assert state.readout.shape == (sum(cfg.model.hidden[1:]), 10)  # stages 2..N
+    assert state.trainable.params.shape == (
+        sum(cfg.model.hidden[1:]),
+        10,
+    )  # stages 2..N
 
 
 @pytest.mark.slow

@@ -19,14 +19,24 @@ functions are pure and ``jit``/``vmap``-able with no static arguments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from bp_alternatives.model import Model, Params, init_params, output
+from bp_alternatives.model import (
+    Model,
+    Params,
+    Stage,
+    apply_linear,
+    init_params,
+    output,
+)
 from bp_alternatives.model.losses import Loss
+from bp_alternatives.model.ops import UnsupportedModelError as UnsupportedModelError
 
 RuleState = Any  # a pytree, normally a NamedTuple called <Rule>State
 Metrics = dict[str, jax.Array]
@@ -56,8 +66,9 @@ class RuleUpdateFn(Protocol):
         Returns ``(direction, new_state, metrics)``: ``direction`` has exactly the
         pytree structure, shapes and dtypes of ``params`` and is *descent-signed like a
         gradient* (the optimizer subtracts it). ``metrics`` holds scalar arrays and at
-        least ``"loss"``: the model's loss on the batch before the update. Trainable
-        extras the rule owns (synthesizers, read-outs) are updated inside ``new_state``.
+        least ``"loss"``: the model's loss on the batch before the update. Parameters
+        the rule owns (synthesizers, read-outs: :class:`Trainable`) are updated inside
+        ``new_state`` by the rule's ``optimizer``.
         Pure and jit-able; ``key`` is derived by the training loop (``fold_in(key,
         step)``), so rules keep no key in their state unless they must.
         """
@@ -108,8 +119,32 @@ class LearningRule(NamedTuple):
     predict: RulePredictFn | None = None
 
 
-class UnsupportedModelError(ValueError):
-    """A rule cannot handle some part of a model (raised when the rule is built)."""
+class Trainable(NamedTuple):
+    """Parameters a rule owns and trains (synthesizers, a read-out, learned feedback
+    weights) and their optimizer's state. A rule keeps them in its state's
+    ``trainable`` field and steps them with :func:`train_step`.
+
+    Their optimizer is the factory's ``optimizer`` argument (an optax
+    ``GradientTransformation``): ``train.build_rule`` passes the run's optimizer, or
+    the one the rule's config names under ``rule.optimizer``.
+    """
+
+    params: Any
+    opt_state: optax.OptState
+
+
+def init_trainable(optimizer: optax.GradientTransformation, params: Any) -> Trainable:
+    """``params`` with a fresh state of ``optimizer``."""
+    return Trainable(params, optimizer.init(params))
+
+
+def train_step(
+    optimizer: optax.GradientTransformation, trainable: Trainable, grads: Any
+) -> Trainable:
+    """One step of ``optimizer`` on a rule's own parameters, descending ``grads`` (a
+    pytree shaped like ``trainable.params``)."""
+    updates, opt_state = optimizer.update(grads, trainable.opt_state, trainable.params)
+    return Trainable(optax.apply_updates(trainable.params, updates), opt_state)
 
 
 def loss_fn(model: Model, loss: Loss, params: Params, batch: Batch) -> jax.Array:
@@ -152,3 +187,36 @@ def headline_candidates(rule: LearningRule, model: Model) -> tuple[str, ...] | N
 
     jax.eval_shape(trace, jax.random.PRNGKey(0))
     return tuple(names) if len(names) > 1 else None
+
+
+# ------------------------------------------------ per-stage vjps (FA, DFA, ...)
+
+
+def nonlinear_part(stage: Stage) -> Callable[[jax.Array], jax.Array]:
+    """The stage's parameter-free part ``a -> post(f(a))``."""
+
+    def g(a):
+        return stage.post_op.fn(stage.act.fn(a))
+
+    return g
+
+
+def _linear_of_params(stage: Stage, x: jax.Array, p: dict) -> jax.Array:
+    return apply_linear(stage, p, x)
+
+
+def _linear_of_input(stage: Stage, p: dict, x: jax.Array) -> jax.Array:
+    return apply_linear(stage, p, x)
+
+
+def params_vjp(stage: Stage, p: dict, x: jax.Array):
+    """``(a, pull)``: the linear part's output ``a = linear(p, x)`` and its vjp in the
+    params, ``pull(delta_a) -> (dp,)``."""
+    return jax.vjp(functools.partial(_linear_of_params, stage, x), p)
+
+
+def input_vjp(stage: Stage, p: dict, x: jax.Array):
+    """``(a, pull)``: ``a = linear(p, x)`` and its vjp in the input,
+    ``pull(delta_a) -> (delta_x,)`` (with ``p["kernel"] = B``: the signal feedback
+    alignment sends down)."""
+    return jax.vjp(functools.partial(_linear_of_input, stage, p), x)

@@ -20,12 +20,12 @@ How FF sits on the shared model
   stage (its read-out) is not part of it: the paper's net has no output layer, and
   FF's softmax read-out reads several stages at once (stages 2..N), so its input width
   is not the model read-out's. The read-out therefore lives in the rule state (kernel
-  ``V`` ``[D_r, C]``, zero-initialised and bias-free as in loeweX) and is trained inside
-  ``update`` by its own optimizer (``readout_optim``, any ``optim`` config). The model
-  read-out stage's direction is zero, so it stays at its initial value; the trainer's
-  ``train_loss`` / ``test_loss`` are therefore taken on the rule's read-out logits
-  (``Prediction.loss_output``, neutral label), not the unused model read-out:
-  the cross-entropy of the prediction ``test_accuracy/readout`` reports.
+  ``V`` ``[D_r, C]``, zero-initialised and bias-free as in loeweX: ``trainable``) and
+  is trained inside ``update`` by the rule's ``optimizer`` (loeweX's SGD by default).
+  The model read-out stage's direction is zero, so it stays at its initial value; the
+  trainer's ``train_loss`` / ``test_loss`` are therefore taken on the rule's read-out
+  logits (``Prediction.loss_output``, neutral label), not the unused model
+  read-out: the cross-entropy of the prediction ``test_accuracy/readout`` reports.
 * Any stage whose output is an array works (dense or convolutional): goodness sums (or
   averages) over all non-batch axes, normalisation divides by the norm over all
   non-batch axes, peer normalisation keeps one running mean per unit (per feature-map
@@ -51,8 +51,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,10 @@ from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import (
     LearningRule,
     Prediction,
+    Trainable,
     UnsupportedModelError,
+    init_trainable,
+    train_step,
 )
 
 GOODNESS = ("sum", "mean")
@@ -72,20 +75,17 @@ NORMALISE = ("l2", "rms")
 NEGATIVES = ("random", "hard", "sampled")
 SCHEDULES = ("all", "layerwise")
 
-# loeweX trains its read-out with SGD lr 1e-2, momentum 0.9, weight decay 3e-3.
-DEFAULT_READOUT_OPTIM: dict[str, Any] = {
-    "name": "sgd",
-    "lr": 1e-2,
-    "momentum": 0.9,
-    "weight_decay": 3e-3,
-}
+
+def default_readout_optimizer() -> optax.GradientTransformation:
+    """loeweX's read-out optimizer: SGD lr 1e-2, momentum 0.9, weight decay 3e-3."""
+    return make_optimizer("sgd", 1e-2, total_steps=1, momentum=0.9, weight_decay=3e-3)
 
 
 class FFState(NamedTuple):
     """Forward-forward's own state: the read-out and the peer-normalisation means."""
 
-    readout: jax.Array  # V [D_r, C]: softmax read-out on normalised stage outputs
-    readout_opt_state: optax.OptState  # the read-out's own optimizer state
+    # V [D_r, C]: softmax read-out on normalised stage outputs, with its optimizer state
+    trainable: Trainable
     running_mean: tuple[jax.Array, ...]  # per FF stage, mean positive activity [...]
     step: jax.Array  # int32, updates so far (drives schedule="layerwise")
 
@@ -224,7 +224,7 @@ def ff(
     peer_momentum: float = 0.9,
     goodness_from: int | str = "auto",
     readout_from: int = 1,
-    readout_optim: Mapping[str, Any] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
     straight_through: bool = False,
 ) -> LearningRule:
     """Forward-forward: each hidden stage trained on its own goodness objective.
@@ -279,9 +279,9 @@ def ff(
         the second stage on digits ranks the true label below chance (measured in
         docs/results.md); ReLU stages keep it in their on/off pattern.
       readout_from: first FF stage the ``readout`` classifier reads (1: stages 2..N).
-      readout_optim: the read-out's optimizer, an ``optim``-style mapping (``name``,
-        ``lr`` and ``make_optimizer`` keywords; ``total_steps`` for decaying
-        schedules). Default: loeweX's SGD lr 1e-2, momentum 0.9, weight decay 3e-3.
+      optimizer: the read-out's optimizer (``configs/rule/ff.yaml``:
+        ``rule.optimizer``). ``None``: loeweX's SGD lr 1e-2, momentum 0.9, weight
+        decay 3e-3.
       straight_through: take ``dh/da = 1`` through the activation (loeweX's
         ``ReLU_full_grad``). For the goodness term this changes nothing (``h = 0``
         wherever ``relu' = 0``, so ``d(h^2)/da = 2 h`` either way); it lets the
@@ -358,13 +358,7 @@ def ff(
     goodness_from = 0 if auto else _check_index("goodness_from", goodness_from, n)
     ranges = stage_ranges(n) if auto else [(l, l) for l in range(n)]
     readout_from = _check_index("readout_from", readout_from, n)
-    ro_cfg = dict(DEFAULT_READOUT_OPTIM if readout_optim is None else readout_optim)
-    readout_opt = make_optimizer(
-        ro_cfg.pop("name"),
-        ro_cfg.pop("lr"),
-        total_steps=int(ro_cfg.pop("total_steps", 1)),
-        **ro_cfg,
-    )
+    readout_opt = default_readout_optimizer() if optimizer is None else optimizer
     sg = jax.lax.stop_gradient
 
     def theta(l, h):
@@ -450,8 +444,7 @@ def ff(
         d_r = sum(math.prod(z.shape[1:]) for z in zs[readout_from:])
         readout = jnp.zeros((d_r, num_classes), dtype)  # loeweX: zero-init
         return FFState(
-            readout=readout,
-            readout_opt_state=readout_opt.init(readout),
+            trainable=init_trainable(readout_opt, readout),
             running_mean=tuple(jnp.full(h.shape[1:], 0.5, h.dtype) for h in hs),
             step=jnp.zeros((), jnp.int32),
         )
@@ -473,7 +466,7 @@ def ff(
             g = sg(goodness_table(params, x, scale))
             y_neg = hardest_wrong_labels(jnp.sum(g[..., goodness_from:], -1), y)
         else:  # Hinton's code: sample in proportion to the read-out's softmax
-            y_neg = sample_readout_wrong_labels(key, feats @ state.readout, y)
+            y_neg = sample_readout_wrong_labels(key, feats @ state.trainable.params, y)
         x_neg = embed_label(x, jax.nn.one_hot(y_neg, num_classes, dtype=x.dtype), scale)
         if schedule == "all":
             active = jnp.ones((n,), x.dtype)
@@ -490,13 +483,9 @@ def ff(
             logits = feats @ v
             return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
-        ro_loss, ro_grad = jax.value_and_grad(readout_loss)(state.readout)
-        ro_updates, ro_opt_state = readout_opt.update(
-            ro_grad, state.readout_opt_state, state.readout
-        )
+        ro_loss, ro_grad = jax.value_and_grad(readout_loss)(state.trainable.params)
         new_state = FFState(
-            readout=optax.apply_updates(state.readout, ro_updates),
-            readout_opt_state=ro_opt_state,
+            trainable=train_step(readout_opt, state.trainable, ro_grad),
             running_mean=running_mean,
             step=state.step + 1,
         )
@@ -509,7 +498,7 @@ def ff(
         by_range = {
             range_mode(a, b): jnp.sum(g[..., a : b + 1], axis=-1) for a, b in ranges
         }
-        logits = readout_features(params, x, scale) @ state.readout
+        logits = readout_features(params, x, scale) @ state.trainable.params
         if auto:  # every range a candidate for the headline
             headline, others = by_range, {}
         else:
