@@ -821,8 +821,7 @@ def restore_predictor(run: RunRecord):
     from flax import serialization
     from omegaconf import OmegaConf
 
-    from bp_alternatives.model import init_params
-    from bp_alternatives.rules import predictor
+    from bp_alternatives.model import init_params, output
     from bp_alternatives.train import build_data, build_model, build_rule, run_steps
     from bp_alternatives.trainer import read_checkpoint
 
@@ -842,6 +841,8 @@ def restore_predictor(run: RunRecord):
 
     try:
         params = restore(init_params(model, key), raw["params"])
+        if rule.predict is None:
+            return data, jax.jit(lambda x: output(model, params, x))
         state = restore(rule.init(key, params), raw["rule_state"])
     except (KeyError, ValueError):
         return None
@@ -850,10 +851,8 @@ def restore_predictor(run: RunRecord):
     # a rule with one prediction: its first mode
     mode = run.history[-1].get("prediction_mode") if run.history else None
 
-    predict = predictor(rule, model)
-
     def scores(x):
-        pred = predict(params, state, x)
+        pred = rule.predict(params, state, x)
         modes = {**pred.headline, **pred.others}
         return modes[mode] if mode in modes else next(iter(modes.values()))
 
