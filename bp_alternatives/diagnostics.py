@@ -9,17 +9,13 @@ backward pass costs almost nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 
 from bp_alternatives.geometry import angle_deg, global_norm
-from bp_alternatives.model import Model, output
+from bp_alternatives.model import Model
 from bp_alternatives.model.losses import Loss
-
-if TYPE_CHECKING:
-    from bp_alternatives.rules._base import LearningRule
+from bp_alternatives.rules import LearningRule, predictor
 
 
 def per_stage(fn, *trees) -> jax.Array:
@@ -32,20 +28,20 @@ def with_alignment(rule: LearningRule, model: Model, loss: Loss) -> LearningRule
 
     Adds ``alignment_deg`` (``[L]``, angle between the rule's direction and ``jax.grad``
     of the loss for each stage's params, 90 where either is zero, see
-    ``bp_alternatives.geometry``; the loss is ``rule.objective`` where the rule gives
-    one, else the model's loss on its feed-forward output), ``grad_norm`` (``[L]``,
-    norm of the exact gradient) and ``update_norm`` (``[L]``, norm of the rule's
-    direction). For exact backprop the angle is 0 degrees.
+    ``bp_alternatives.geometry``; the loss on the rule's ``Prediction.output``: the
+    model's feed-forward output unless the rule predicts otherwise), ``grad_norm``
+    (``[L]``, norm of the exact gradient) and ``update_norm`` (``[L]``, norm of the
+    rule's direction). For exact backprop the angle is 0 degrees.
 
     References:
       Lillicrap et al. (2016), "Random synaptic feedback weights support error
       backpropagation for deep learning", Nat. Commun. 7:13276 (the alignment angle).
     """
 
-    def objective(params, state, batch):
-        if rule.objective is not None:  # e.g. the loss at EP's free fixed point
-            return rule.objective(params, state, batch)
-        return loss.value(output(model, params, batch.x), batch.y)
+    predict = predictor(rule, model)
+
+    def objective(params, state, batch):  # e.g. the loss at EP's free fixed point
+        return loss.value(predict(params, state, batch.x).output, batch.y)
 
     def update_fn(params, state, batch, key):
         direction, new_state, metrics = rule.update(params, state, batch, key)

@@ -115,7 +115,34 @@ def build_rule(
     if total_steps is not None:
         cfg = with_run(cfg, total_steps, steps_per_epoch or 1)
     factory = _instantiate(cfg, "rule")
-    return str(cfg.rule.name), factory(model=model, loss=get_loss(cfg.loss))
+    kwargs = {}
+    if "optimizer" in cfg.rule:  # the rule's own parameters (rules.Trainable)
+        kwargs["optimizer"] = _rule_optimizer(cfg)
+    return str(cfg.rule.name), factory(model=model, loss=get_loss(cfg.loss), **kwargs)
+
+
+def _rule_optimizer(cfg: DictConfig):
+    """The optimizer of a rule's own parameters (SG's synthesizers, FF's read-out,
+    Kolen-Pollack's B): ``rule.optimizer``, an optim-style mapping (``name``, ``lr``,
+    ...; the run's step counts for its schedule), or the run's optimizer where it is
+    null. ValueError names ``rule.optimizer`` and the bad value."""
+    spec = cfg.rule.optimizer
+    if spec is None:
+        return build_optimizer(cfg)
+    node = OmegaConf.create(
+        {
+            "_target_": "bp_alternatives.optim.make_optimizer",
+            "total_steps": "${run.total_steps}",
+            "steps_per_epoch": "${run.steps_per_epoch}",
+        }
+    )
+    c = cfg.copy()
+    with open_dict(c):
+        c.rule_optimizer = OmegaConf.merge(node, spec)
+    try:
+        return _instantiate(c, "rule_optimizer")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"rule.optimizer: {e}") from e
 
 
 def build_optimizer(cfg: DictConfig, total_steps: int | None = None):
@@ -387,7 +414,8 @@ class Restored(NamedTuple):
         the model's output for a rule with one prediction."""
         if self.rule.predict is None:
             return output(self.model, self.params, x)
-        modes = self.rule.predict(self.params, self.rule_state, x)
+        pred = self.rule.predict(self.params, self.rule_state, x)
+        modes = {**pred.headline, **pred.others}
         if mode is None:
             history = self.results.get("history") or [{}]
             mode = history[-1].get("prediction_mode")

@@ -20,11 +20,11 @@ matplotlib.use("Agg")  # files, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bp_alternatives.data import load_digits  # noqa: E402
-from bp_alternatives.losses import get_loss  # noqa: E402
 from bp_alternatives.model import mlp  # noqa: E402
+from bp_alternatives.model.losses import get_loss  # noqa: E402
 from bp_alternatives.optim import make_optimizer  # noqa: E402
 from bp_alternatives.rules import bp, fa  # noqa: E402
-from bp_alternatives.trainer import fit  # noqa: E402
+from bp_alternatives.train import fit  # noqa: E402
 
 out_dir = sys.argv[1] if len(sys.argv) > 1 else "outputs/tutorial"
 os.makedirs(out_dir, exist_ok=True)

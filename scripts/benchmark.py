@@ -98,7 +98,7 @@ from bp_alternatives.model import mlp
 from bp_alternatives.model.losses import get_loss
 from bp_alternatives.optim import OPTIMIZERS, make_optimizer
 from bp_alternatives.rules import RULES, UnsupportedModelError
-from bp_alternatives.trainer import init_state, make_epoch_fn
+from bp_alternatives.train import init_state, make_epoch_fn
 
 # Performance targets (reported, never asserted): bp's fraction of the matmul
 # ceiling per (widths, batch size), cost relative to bp on the headline net, and

@@ -23,9 +23,9 @@ from bp_alternatives.model import (
     max_pool,
 )
 from bp_alternatives.model.losses import get_loss
+from bp_alternatives.model.ops import conv_backward
 from bp_alternatives.rules import Batch, UnsupportedModelError, bp, manual_bp
-from bp_alternatives.rules._manual_backprop import conv_backward
-from bp_alternatives.trainer import fit
+from bp_alternatives.train import fit
 from tests.conftest import compose_cfg, to_f64
 
 

@@ -28,7 +28,7 @@ from bp_alternatives.rules import (
     dfa,
     loss_fn,
 )
-from bp_alternatives.trainer import fit
+from bp_alternatives.train import fit
 from tests.conftest import to_f64, tree_allclose
 from tests.test_feedback_alignment import train_steps
 

@@ -33,8 +33,8 @@ from jax.flatten_util import ravel_pytree
 
 from bp_alternatives.config import ConfigError, validate_config
 from bp_alternatives.diagnostics import angle_deg, with_alignment
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import cnn, init_params, mlp, output
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, UnsupportedModelError, ep
 from tests.conftest import compose_cfg, to_f64
 
@@ -123,20 +123,19 @@ def test_prediction_is_the_free_fixed_point_not_the_feedforward_pass():
         rule = ep(model, loss, **LONG)
         s_star = _fixed_point(params, batch.x)
         pred = rule.predict(params, rule.init(None, params), batch.x)
-        assert list(pred) == [""]  # the headline accuracy
-        np.testing.assert_allclose(pred[""], s_star[-1], rtol=0, atol=1e-12)
-        np.testing.assert_allclose(
-            rule.eval_output(params, (), batch.x), s_star[-1], atol=1e-12
-        )
+        assert list(pred.headline) == [""] and not pred.others  # the headline
+        np.testing.assert_allclose(pred.headline[""], s_star[-1], rtol=0, atol=1e-12)
+        assert pred.loss_output is None  # the loss is taken on the output
+        np.testing.assert_allclose(pred.output, s_star[-1], atol=1e-12)
         ff = output(model, params, batch.x)
         assert float(jnp.max(jnp.abs(ff - s_star[-1]))) > 1e-2
         np.testing.assert_allclose(
-            rule.objective(params, (), batch), loss.value(s_star[-1], batch.y)
+            loss.value(pred.output, batch.y), loss.value(s_star[-1], batch.y)
         )
 
 
 def test_alignment_is_measured_against_the_gradient_at_the_fixed_point():
-    """with_alignment differentiates ``rule.objective`` (the loss at the free fixed
+    """with_alignment differentiates the loss on ``Prediction.output`` (the free fixed
     point), not the feed-forward loss: ~0 degrees for a small symmetric beta."""
     with jax.enable_x64(True):
         model, params, batch, loss = _net()
@@ -244,5 +243,5 @@ def test_hard_sigmoid_states_stay_in_the_unit_box_and_vmap_over_seeds():
     assert all(
         bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(d)
     )
-    free = jax.vmap(lambda p: rule.predict(p, (), x)[""])(params)
+    free = jax.vmap(lambda p: rule.predict(p, (), x).headline[""])(params)
     assert float(jnp.min(free)) >= 0.0 and float(jnp.max(free)) <= 1.0

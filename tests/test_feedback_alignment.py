@@ -27,7 +27,7 @@ from bp_alternatives.model import Model, Stage, init_params, mlp
 from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, UnsupportedModelError, fa, loss_fn
 from bp_alternatives.rules._feedback_alignment import usf_scale
-from bp_alternatives.trainer import fit, init_state, make_train_step
+from bp_alternatives.train import fit, init_state, make_train_step
 from tests.conftest import to_f64, tree_allclose
 
 VARIANTS = ["random", "usf", "brsf", "frsf", "kp"]
@@ -154,7 +154,12 @@ def test_fa_matches_a_numpy_reference(feedback):
         model = mlp((4,), 3, hidden=(5, 6), activation="tanh")
         loss = get_loss("cross_entropy")
         scale = 0.7
-        kp = {"kp_lr": 0.3, "kp_weight_decay": 0.01}  # only read by feedback="kp"
+        # B <- B - 0.3 dW - 0.01 B (Kolen-Pollack's optimizer; the others ignore it)
+        kp = {
+            "optimizer": optax.chain(
+                optax.add_decayed_weights(0.01 / 0.3), optax.sgd(0.3)
+            )
+        }
         rule = fa(
             model, loss, feedback=feedback, scale=scale, init="normal", init_std=1, **kp
         )
@@ -166,9 +171,12 @@ def test_fa_matches_a_numpy_reference(feedback):
         direction, new_state, metrics = update(params, state, batch, key)
 
         W = [np.asarray(p["kernel"]) for p in params]
-        if feedback in ("random", "kp"):
+        if feedback == "random":
             B = [None, *map(np.asarray, state.B)]
-            assert len(state.B) == 2 and state.R == ()
+            assert len(state.B) == 2 and state.R == () and state.trainable == ()
+        elif feedback == "kp":  # learned: B lives in the rule's trainable parameters
+            B = [None, *map(np.asarray, state.trainable.params)]
+            assert len(B) == 3 and state.B == () and state.R == ()
         elif feedback == "usf":
             B = [None] + [scale * usf_scale(w.shape) * np.sign(w) for w in W[1:]]
             assert usf_scale(W[1].shape) == pytest.approx(math.sqrt(2 / (5 + 6)))
@@ -196,9 +204,10 @@ def test_fa_matches_a_numpy_reference(feedback):
             wa[1:], [_angle(W[l], B[l]) for l in (1, 2)], atol=1e-6
         )
         # the feedback changes only under Kolen-Pollack, and then exactly by its rule:
-        # B <- B - kp_lr * dW - kp_weight_decay * B, with dW the returned direction
+        # B <- B - 0.3 dW - 0.01 B, with dW the returned direction
         if feedback == "kp":
-            for l, (b_old, b_new) in enumerate(zip(state.B, new_state.B), start=1):
+            pairs = zip(state.trainable.params, new_state.trainable.params)
+            for l, (b_old, b_new) in enumerate(pairs, start=1):
                 want = b_old - 0.3 * direction[l]["kernel"] - 0.01 * b_old
                 np.testing.assert_allclose(b_new, want, rtol=1e-12, atol=1e-14)
         else:
@@ -255,25 +264,27 @@ def test_weight_decay_never_touches_the_feedback(feedback, optimizer):
 
 
 def test_kolen_pollack_B_and_W_converge_under_matching_sgd_and_decay():
-    """optax sgd(lr) after add_decayed_weights(wd) and kp_lr=lr, kp_weight_decay=lr*wd:
-    W and B receive identical updates, so W - B = (1 - lr*wd)^t (W_0 - B_0)."""
+    """optax sgd(lr) after add_decayed_weights(wd) for W and for B: W and B receive
+    identical updates, so W - B = (1 - lr*wd)^t (W_0 - B_0)."""
     lr, wd, steps = 0.1, 0.5, 60
     model = mlp((6,), 3, hidden=(8, 8))
     rule = fa(
         model,
         get_loss("cross_entropy"),
         feedback="kp",
-        kp_lr=lr,
-        kp_weight_decay=lr * wd,
+        optimizer=optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr)),
     )
     optimizer = optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr))
     start, final, metrics = train_steps(model, rule, optimizer, steps=steps)
     for l in (1, 2):
-        diff0 = start.params[l]["kernel"] - start.rule_state.B[l - 1]
-        diff = final.params[l]["kernel"] - final.rule_state.B[l - 1]
+        diff0 = start.params[l]["kernel"] - start.rule_state.trainable.params[l - 1]
+        diff = final.params[l]["kernel"] - final.rule_state.trainable.params[l - 1]
         np.testing.assert_allclose(diff, (1 - lr * wd) ** steps * diff0, atol=2e-5)
         # and B itself moved (towards W), it is not frozen
-        assert not np.allclose(final.rule_state.B[l - 1], start.rule_state.B[l - 1])
+        assert not np.allclose(
+            final.rule_state.trainable.params[l - 1],
+            start.rule_state.trainable.params[l - 1],
+        )
     wa = np.asarray(metrics["weight_alignment_deg"])  # [steps, L]
     assert np.isnan(wa[:, 0]).all()
     assert (wa[-1, 1:] < wa[0, 1:] - 30).all(), (wa[0], wa[-1])
@@ -281,7 +292,7 @@ def test_kolen_pollack_B_and_W_converge_under_matching_sgd_and_decay():
 
 def test_kolen_pollack_runs_the_runs_own_optimizer_on_B(tmp_path):
     """rule=fa rule.feedback=kp optim=adamw: configs/rule/fa.yaml hands the run's
-    optimizer to the rule (kp_optim: ${optim}), so B gets W's Adam step and its own
+    optimizer to the rule (rule.optimizer: null), so B gets W's Adam step and its own
     decoupled decay: W - B = (1 - lr*wd)^t (W_0 - B_0) exactly, while B moves far."""
     from bp_alternatives.experiment import build_optimizer, build_rule
     from tests.conftest import compose_cfg
@@ -296,16 +307,19 @@ def test_kolen_pollack_runs_the_runs_own_optimizer_on_B(tmp_path):
             f"optim.weight_decay={wd}",
         ]
     )
-    assert cfg.rule.kp_optim == cfg.optim  # ${optim}: the run's optimizer config
+    assert cfg.rule.optimizer is None  # the run's optim, filled in by build_rule
     model = mlp((6,), 3, hidden=(8, 8))  # sized for train_steps' toy blobs
     _, rule = build_rule(cfg, model, total_steps=steps, steps_per_epoch=steps)
     optimizer = build_optimizer(cfg, total_steps=steps)
     start, final, metrics = train_steps(model, rule, optimizer, steps=steps)
     for l in (1, 2):
-        diff0 = start.params[l]["kernel"] - start.rule_state.B[l - 1]
-        diff = final.params[l]["kernel"] - final.rule_state.B[l - 1]
+        diff0 = start.params[l]["kernel"] - start.rule_state.trainable.params[l - 1]
+        diff = final.params[l]["kernel"] - final.rule_state.trainable.params[l - 1]
         np.testing.assert_allclose(diff, (1 - lr * wd) ** steps * diff0, atol=2e-6)
-        moved = final.rule_state.B[l - 1] - start.rule_state.B[l - 1]
+        moved = (
+            final.rule_state.trainable.params[l - 1]
+            - start.rule_state.trainable.params[l - 1]
+        )
         assert float(jnp.linalg.norm(moved)) > 0.5 * float(jnp.linalg.norm(diff0))
     wa = np.asarray(metrics["weight_alignment_deg"])
     assert (wa[-1, 1:] < wa[0, 1:] - 10).all(), (wa[0], wa[-1])

@@ -15,7 +15,13 @@ import pytest
 from bp_alternatives.data import Dataset, load_digits
 from bp_alternatives.model import Model, Stage, init_params, mlp, output
 from bp_alternatives.model.losses import get_loss
-from bp_alternatives.rules import Batch, UnsupportedModelError, ff, get_rule
+from bp_alternatives.rules import (
+    Batch,
+    UnsupportedModelError,
+    ff,
+    get_rule,
+    headline_candidates,
+)
 from bp_alternatives.rules._forward_forward import (
     embed_label,
     hardest_wrong_labels,
@@ -24,10 +30,15 @@ from bp_alternatives.rules._forward_forward import (
     sample_wrong_labels,
     stage_ranges,
 )
-from bp_alternatives.trainer import choose_headline, fit, make_eval_fn
+from bp_alternatives.train import choose_headline, fit, make_eval_fn
 from tests.conftest import compose_cfg, to_f64
 
 CE = get_loss("cross_entropy")
+
+
+def _modes(pred):
+    """Every prediction mode of a ``Prediction``: the headline's, then the others."""
+    return {**pred.headline, **pred.others}
 
 
 # ------------------------------------------------------------------ negatives, labels
@@ -187,7 +198,7 @@ def test_direction_matches_hand_derived_reference(
             y_neg = sample_wrong_labels(key, batch.y, 3)
         else:  # the most-confused wrong label: argmax of goodness over all stages
             # (goodness_from=auto)
-            scores = rule.predict(params, state, batch.x)["goodness_stages0-2"]
+            scores = rule.predict(params, state, batch.x).headline["goodness_stages0-2"]
             y_neg = hardest_wrong_labels(scores, batch.y)
         y_neg = np.asarray(y_neg)
         assert not np.any(y_neg == y)
@@ -275,19 +286,21 @@ def test_predict_scores_are_goodness_per_label_and_readout():
         params = _generic_params(model, 0)
         rule = ff(model, CE)
         state = rule.init(jax.random.PRNGKey(1), params)
-        v = np.random.RandomState(2).normal(size=state.readout.shape)
-        state = state._replace(readout=jnp.asarray(v))
+        v = np.random.RandomState(2).normal(size=state.trainable.params.shape)
+        state = state._replace(
+            trainable=state.trainable._replace(params=jnp.asarray(v))
+        )
         x = np.random.RandomState(3).normal(size=(7, 6))
-        scores = rule.predict(params, state, jnp.asarray(x))
+        scores = _modes(rule.predict(params, state, jnp.asarray(x)))
         ranges = [(1, 2), (0, 0), (0, 1), (0, 2), (1, 1), (2, 2)]
         assert stage_ranges(3) == ranges
         names = ["goodness_stages1-2", "goodness_stage0", "goodness_stages0-1"]
         names += ["goodness_stages0-2", "goodness_stage1", "goodness_stage2"]
         assert list(scores) == [*names, "readout"]
-        assert rule.headline_modes == tuple(names)
+        assert headline_candidates(rule, model) == tuple(names)
         fixed = ff(model, CE, goodness_from=1)
-        fixed_scores = fixed.predict(params, state, jnp.asarray(x))
-        assert fixed.headline_modes is None
+        fixed_scores = _modes(fixed.predict(params, state, jnp.asarray(x)))
+        assert headline_candidates(fixed, model) is None
         assert list(fixed_scores) == ["goodness"] + names[1:2] + names[4:] + ["readout"]
         s = np.abs(x).max(1)
 
@@ -364,7 +377,7 @@ def test_goodness_prediction_is_exact_on_a_separable_problem():
     x_test, y_test = separable(256, seed=1)
     params, state, _ = train(rule, model, x, y, steps=300)
     for xs, ys in ((x, y), (x_test, y_test)):
-        scores = rule.predict(params, state, xs)
+        scores = _modes(rule.predict(params, state, xs))
         assert _accuracy(scores["goodness"], ys) == 1.0
         assert _accuracy(scores["goodness_stage0"], ys) == 1.0
         assert _accuracy(scores["readout"], ys) == 1.0
@@ -391,7 +404,7 @@ def test_default_tanh_stack_headline_is_not_the_below_chance_later_stage():
     }
     train_acc = {m: float(splits["train"][f"accuracy/{m}"]) for m in MODES_2}
     assert train_acc["goodness_stage1"] < 0.1, train_acc  # the pathology
-    mode = choose_headline(rule.headline_modes, splits)
+    mode = choose_headline(headline_candidates(rule, model), splits)
     assert mode == max(MODES_2, key=train_acc.get) != "goodness_stage1"
     assert float(splits["test"]["accuracy"]) >= 0.85, train_acc
 
@@ -461,7 +474,7 @@ def test_convolutional_stages_goodness_over_feature_maps():
     assert all(float(jnp.abs(d[l]["kernel"]).sum()) > 0 for l in (0, 1))
     assert [r.shape for r in new_state.running_mean] == [(6, 6, 4), (6, 6, 5)]
     # stage 0's goodness for label 1 by hand: conv over the normalised embedded image
-    scores = jax.jit(rule.predict)(params, state, x)
+    scores = _modes(jax.jit(rule.predict)(params, state, x))
     xe = embed_label(x, jnp.tile(jnp.eye(3)[1], (4, 1)), label_scale_of(x, "max"))
     z = xe / (jnp.sqrt(jnp.sum(xe**2, axis=(1, 2, 3), keepdims=True)) + 1e-8)
     h = jax.nn.relu(model.stages[0].linear.apply({"params": params[0]}, z))
@@ -482,8 +495,12 @@ def test_bad_configurations_fail_with_the_field_named():
         ff(mlp((8,), 4, hidden=(4,)), CE)
     with pytest.raises(ValueError, match="rule.goodness_from='last'.*'auto'"):
         ff(mlp((8,), 4, hidden=(4, 4)), CE, goodness_from="last")
-    one = ff(mlp((8,), 4, hidden=(4,)), CE, readout_from=0)  # fine
-    assert one.headline_modes == ("goodness_stage0",)
+    one_stage = mlp((8,), 4, hidden=(4,))
+    one = ff(one_stage, CE, readout_from=0)  # fine: one mode, no choice
+    p1 = init_params(one_stage, jax.random.PRNGKey(0))
+    pred = one.predict(p1, one.init(None, p1), jnp.ones((2, 8)))
+    assert list(pred.headline) == ["goodness_stage0"]
+    assert headline_candidates(one, one_stage) is None
     model = _tiny(c=4, d=8)
     with pytest.raises(ValueError, match="steps_per_stage"):
         ff(model, CE, schedule="layerwise")
@@ -519,18 +536,18 @@ def test_reported_loss_is_the_readouts_cross_entropy():
     """train_loss / test_loss for ff: the cross-entropy of the rule's own softmax
     read-out (neutral label, stages readout_from..N-1), not of the unused model
     read-out stage."""
-    from bp_alternatives.trainer import make_eval_fn
+    from bp_alternatives.train import make_eval_fn
 
     data = load_digits()
     model = mlp(data.input_shape, 10, hidden=(16, 16), activation="relu")
     rule = ff(model, CE)
     params = init_params(model, jax.random.PRNGKey(0))
     state = rule.init(jax.random.PRNGKey(1), params)
-    V = jax.random.normal(jax.random.PRNGKey(2), state.readout.shape)
-    state = state._replace(readout=V)
+    V = jax.random.normal(jax.random.PRNGKey(2), state.trainable.params.shape)
+    state = state._replace(trainable=state.trainable._replace(params=V))
     x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     got = make_eval_fn(model, CE, rule, chunk=100)(params, state, x, y)
-    logits = rule.predict(params, state, x)["readout"]
+    logits = rule.predict(params, state, x).others["readout"]
     want = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
     assert float(got["loss"]) == pytest.approx(float(want), rel=1e-5)
     plain = CE.value(output(model, params, x), y)
@@ -601,7 +618,10 @@ def test_experiment_configs_build_the_rule(experiment):
     assert name == "ff" and model.num_stages == len(cfg.model.hidden) + 1
     params = jax.eval_shape(lambda k: init_params(model, k), jax.random.PRNGKey(0))
     state = jax.eval_shape(rule.init, jax.random.PRNGKey(0), params)
-    assert state.readout.shape == (sum(cfg.model.hidden[1:]), 10)  # stages 2..N
+    assert state.trainable.params.shape == (
+        sum(cfg.model.hidden[1:]),
+        10,
+    )  # stages 2..N
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ def test_every_module_imports_first():
         m.name
         for m in pkgutil.walk_packages(bp_alternatives.__path__, "bp_alternatives.")
     ]
-    assert "bp_alternatives.trainer" in names and "bp_alternatives.rules" in names
+    assert "bp_alternatives.train.fit" in names and "bp_alternatives.rules" in names
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT, *names],
         cwd=REPO,

@@ -25,10 +25,10 @@ from bp_alternatives.config import ConfigError, validate_config
 from bp_alternatives.data import load_dataset
 from bp_alternatives.diagnostics import angle_deg, with_alignment
 from bp_alternatives.experiment import check_rule_options
-from bp_alternatives.losses import get_loss
 from bp_alternatives.model import Model, Stage, init_params, mlp
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch, UnsupportedModelError, loss_fn, pc
-from bp_alternatives.trainer import fit
+from bp_alternatives.train import fit
 from tests.conftest import compose_cfg, to_f64, tree_allclose
 
 

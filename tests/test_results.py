@@ -93,16 +93,14 @@ def test_keys_that_do_not_identify_a_run_split_no_column_and_no_fingerprint():
     other["trainer"]["eval_chunk"] = 128
     other["trainer"]["progress"] = not config["trainer"]["progress"]
     other["out_dir"] = "/elsewhere"
-    assert results.strip_not_identifying(other) == results.strip_not_identifying(
-        config
-    )
+    assert results.strip_not_identifying(other) == results.strip_not_identifying(config)
     assert "eval_chunk" not in results.strip_not_identifying(config)["trainer"]
     assert "epochs" in results.strip_not_identifying(config)["trainer"]
     different = json.loads(json.dumps(config))
     different["trainer"]["epochs"] = 2
-    assert results.strip_not_identifying(
-        different
-    ) != results.strip_not_identifying(config)
+    assert results.strip_not_identifying(different) != results.strip_not_identifying(
+        config
+    )
 
     runs = load_runs([V1_DIR]) * 2
     runs[1] = dataclasses.replace(runs[1], config=other)

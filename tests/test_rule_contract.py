@@ -2,8 +2,10 @@
 
 Each case: jit-able; the direction has exactly the params' tree structure, shapes and
 dtypes; finite; the state's structure and dtypes are stable across steps under
-``lax.scan``; and the rule learns a toy problem through the shared trainer. Add a row to
-``CASES`` when you add a rule or a variant.
+``lax.scan``; and the rule learns a toy problem through the shared trainer. Every rule
+in ``RULES`` (one per ``configs/rule/*.yaml``) runs with its factory's defaults unless
+``VARIANTS`` has rows for it: add a row for a variant, or where the toy needs other
+settings.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import pytest
 from bp_alternatives.data import Dataset
 from bp_alternatives.model import init_params, mlp
 from bp_alternatives.model.losses import get_loss
+from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules import RULES, Batch, get_rule
-from bp_alternatives.trainer import fit
+from bp_alternatives.train import fit
 
 
 class Case(NamedTuple):
@@ -29,9 +32,10 @@ class Case(NamedTuple):
     lr: float = 1e-2  # Adam learning rate for the toy problem
     activation: str = "tanh"
     loss: str = "cross_entropy"
+    own_lr: float | None = None  # Adam for the rule's own parameters (Trainable)
 
 
-CASES = [
+VARIANTS = [
     Case("bp", {}),
     Case("bp", {"remat": True}),
     Case("manual_bp", {}),
@@ -49,10 +53,11 @@ CASES = [
     # sg: one warm-up step because the synthesizers' zero-initialised output layers
     # make the hidden stages' first synthetic direction exactly zero (by design). DNI
     # lags a fast-moving net (unstable at Adam 1e-2 on the toy), hence its lower lr.
-    Case("sg", {"warmup_steps": 1, "synth_lr": 3e-3}, lr=3e-3),  # DNI
+    Case("sg", {"warmup_steps": 1}, lr=3e-3, own_lr=3e-3),  # DNI
     Case(  # cDNI
         "sg",
-        dict(warmup_steps=1, conditioned=True, synthesizer="linear", synth_lr=1e-2),
+        dict(warmup_steps=1, conditioned=True, synthesizer="linear"),
+        own_lr=1e-2,
     ),
     # pc: standard (T=20 steps, output clamped) and exact-backprop z_il under the
     # fixed prediction assumption (the standard-prediction z_il path and the other
@@ -93,9 +98,15 @@ CASES = [
 ]
 
 
+CASES = VARIANTS + [
+    Case(name, {}) for name in RULES if name not in {c.rule for c in VARIANTS}
+]
+
+
 def _id(case: Case) -> str:
     kw = ",".join(f"{k}={v}" for k, v in case.kwargs.items())
-    return f"{case.rule}[{kw}]-{case.activation}-{case.loss}"
+    own = "" if case.own_lr is None else f"-own_lr={case.own_lr}"
+    return f"{case.rule}[{kw}]-{case.activation}-{case.loss}{own}"
 
 
 def blobs(n: int = 400, seed: int = 0) -> Dataset:
@@ -113,12 +124,16 @@ def _build(case: Case, hidden=(16, 12)):
     model = mlp(
         data.input_shape, data.num_classes, hidden=hidden, activation=case.activation
     )
-    rule = get_rule(case.rule)(model, get_loss(case.loss), **case.kwargs)
+    kwargs = dict(case.kwargs)
+    if case.own_lr is not None:
+        kwargs["optimizer"] = make_optimizer("adam", case.own_lr, total_steps=1)
+    rule = get_rule(case.rule)(model, get_loss(case.loss), **kwargs)
     return data, model, rule
 
 
 def test_every_registered_rule_has_a_case():
-    assert set(RULES) <= {c.rule for c in CASES}
+    assert set(RULES) == {c.rule for c in CASES}
+    assert set(RULES) >= {"bp", "fa", "dfa", "ff", "sg", "pc", "ep"}  # the YAMLs
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)

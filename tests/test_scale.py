@@ -77,10 +77,10 @@ def test_a_seed_does_not_depend_on_the_seeds_beside_it(prng_impl):
     import optax
 
     from bp_alternatives.data import load_xor
-    from bp_alternatives.losses import get_loss
     from bp_alternatives.model import mlp
+    from bp_alternatives.model.losses import get_loss
     from bp_alternatives.rules import fa
-    from bp_alternatives.trainer import fit_seeds
+    from bp_alternatives.train import fit_seeds
 
     data, model, ce = load_xor(), mlp((2,), 2, hidden=(8,)), get_loss("mse")
     assert jax.random.PRNGKey(0).shape == (4,)  # the impl is in force
@@ -123,11 +123,11 @@ from bp_alternatives.data import load_digits
 from bp_alternatives.model.losses import get_loss
 from bp_alternatives.model import mlp
 from bp_alternatives.rules import bp
-from bp_alternatives.trainer import _data_mesh, init_state, make_epoch_fn
+from bp_alternatives.train import data_mesh, init_state, make_epoch_fn
 d = load_digits()
 m = mlp((64,), 10, hidden=(32,))
 r, opt = bp(m, get_loss("cross_entropy")), optax.sgd(0.1)
-_, shard, repl = _data_mesh(True, 64)
+_, shard, repl = data_mesh(True, 64)
 st = jax.device_put(init_state(m, r, opt, jax.random.PRNGKey(0)), repl)
 x, y = jax.device_put(jnp.asarray(d.x_train), repl), jax.device_put(d.y_train, repl)
 hlo = jax.jit(make_epoch_fn(r, opt, len(d.x_train), 64, shard)).lower(

@@ -23,7 +23,7 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bp_alternatives.trainer import read_checkpoint
+from bp_alternatives.train import read_checkpoint
 from tests.conftest import CONFIG_DIR
 from tests.test_resume import _numbers
 from tests.test_sweeps import TINY

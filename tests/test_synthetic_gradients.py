@@ -12,9 +12,10 @@ import optax
 import pytest
 
 from bp_alternatives.data import load_digits
-from bp_alternatives.experiment import run
+from bp_alternatives.experiment import build_rule, run
 from bp_alternatives.model import cnn, forward, init_params, mlp, stage_fn
 from bp_alternatives.model.losses import get_loss
+from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules import (
     RULES,
     Batch,
@@ -23,7 +24,7 @@ from bp_alternatives.rules import (
     bp,
     sg,
 )
-from bp_alternatives.trainer import fit
+from bp_alternatives.train import fit
 from tests.conftest import compose_cfg
 
 TANH = "tanh"
@@ -92,10 +93,15 @@ def _random_state(rule, params, seed: int, scale=0.4) -> SyntheticGradientsState
     rng = np.random.RandomState(seed)
     theta = jax.tree_util.tree_map(
         lambda l: jnp.asarray(scale * rng.normal(size=l.shape), l.dtype),
-        shapes.synth_params,
+        shapes.trainable.params,
     )
     zeros = jax.tree_util.tree_map(lambda l: jnp.zeros(l.shape, l.dtype), shapes)
-    return zeros._replace(synth_params=theta)
+    return _with_theta(zeros, theta)
+
+
+def _with_theta(state, theta):
+    """``state`` with the synthesizers' parameters replaced by ``theta``."""
+    return state._replace(trainable=state.trainable._replace(params=theta))
 
 
 def _true_dL_dh(model, params, batch, loss) -> list[np.ndarray]:
@@ -187,7 +193,7 @@ def test_convolutional_stages_oracle_equals_backprop_and_synthesizer_shapes():
             jax.random.PRNGKey(0),
             params,
         )
-        assert [[t["kernel"].shape for t in th] for th in dni.synth_params] == [
+        assert [[t["kernel"].shape for t in th] for th in dni.trainable.params] == [
             [(18 + 3, 8), (8, 18)],
             [(3 + 3, 8), (8, 3)],
             [(4 + 3, 8), (8, 4)],
@@ -221,7 +227,7 @@ def test_hidden_directions_are_own_stage_backward_of_the_synthetic_gradient(
         _, caches = _forward(model, params, batch.x)
         B = batch.x.shape[0]
         for l, c in enumerate(caches[:-1]):
-            theta = jax.tree_util.tree_map(np.asarray, state.synth_params[l])
+            theta = jax.tree_util.tree_map(np.asarray, state.trainable.params[l])
             delta_hat = (
                 _mlp_by_hand(theta, _synth_input(c.out, batch.y, conditioned)) / B
             )
@@ -241,7 +247,7 @@ def test_zero_initialised_output_layer_and_shapes():
         rule = sg(model, loss, synth_hidden_layers=2, synth_width=9, conditioned=True)
         state = _init(rule, 0, params)
         for l, width in enumerate((6, 5, 4)):
-            theta = state.synth_params[l]
+            theta = state.trainable.params[l]
             assert [t["kernel"].shape for t in theta] == [
                 (width + 3, 9),
                 (9, 9),
@@ -251,7 +257,7 @@ def test_zero_initialised_output_layer_and_shapes():
             assert float(np.std(theta[0]["kernel"])) > 0.1  # hidden layers are random
             assert not np.any(theta[-1]["kernel"]) and not np.any(theta[-1]["bias"])
         linear = _init(sg(model, loss, synthesizer="linear"), 0, params)
-        assert [[t["kernel"].shape for t in th] for th in linear.synth_params] == [
+        assert [[t["kernel"].shape for t in th] for th in linear.trainable.params] == [
             [(6, 6)],
             [(5, 5)],
             [(4, 4)],
@@ -339,13 +345,12 @@ def test_synthesizer_update_treats_the_target_as_a_constant():
             loss,
             synth_hidden_layers=1,
             synth_width=8,
-            synth_optimizer="sgd",
-            synth_lr=lr,
+            optimizer=make_optimizer("sgd", lr, total_steps=1),
             conditioned=conditioned,
         )
         state = _random_state(rule, params, 2)
         _, new_state, m = jax.jit(rule.update)(params, state, batch, None)
-        theta = state.synth_params
+        theta = state.trainable.params
         B = batch.x.shape[0]
         hs, t = _targets_by_hand(
             model,
@@ -371,7 +376,7 @@ def test_synthesizer_update_treats_the_target_as_a_constant():
         expected = jax.tree_util.tree_map(
             lambda p, g: p - lr * g, theta, jax.jit(jax.grad(regression))(theta)
         )
-        assert _max_rel_err(new_state.synth_params, expected) < 1e-10
+        assert _max_rel_err(new_state.trainable.params, expected) < 1e-10
         theta_np = jax.tree_util.tree_map(np.asarray, theta)
         per_stage = [
             np.mean(
@@ -409,7 +414,7 @@ def test_synthesizer_update_treats_the_target_as_a_constant():
         leaky_step = jax.tree_util.tree_map(lambda p, g: p - lr * g, theta, leaky_grad)
         assert float(abs(leaky_value - sum(per_stage))) < 1e-10  # same value...
         assert (
-            _max_rel_err(leaky_step[1], new_state.synth_params[1]) > 1e-3
+            _max_rel_err(leaky_step[1], new_state.trainable.params[1]) > 1e-3
         )  # ...not step
 
 
@@ -422,12 +427,10 @@ def test_no_gradient_reaches_a_synthesizer_through_the_target_of_another():
         state = _random_state(rule, params, 2)
 
         def synth_losses(theta):  # [3]: each synthesizer's regression loss
-            _, _, m = rule.update(
-                params, state._replace(synth_params=theta), batch, None
-            )
+            _, _, m = rule.update(params, _with_theta(state, theta), batch, None)
             return m["synth_loss"]
 
-        jac = jax.jit(jax.jacrev(synth_losses))(state.synth_params)
+        jac = jax.jit(jax.jacrev(synth_losses))(state.trainable.params)
         for l in range(3):
             for k in range(3):
                 leaves = jax.tree_util.tree_leaves(jac[k])
@@ -493,7 +496,7 @@ def test_diagnostics_do_not_change_the_update():
             out.append(jax.jit(rule.update)(params, state, batch, None))
         (d1, s1, m1), (d2, s2, m2) = out
         assert _max_rel_err(d1, d2) < 1e-13
-        assert _max_rel_err(s1.synth_params, s2.synth_params) < 1e-13
+        assert _max_rel_err(s1.trainable.params, s2.trainable.params) < 1e-13
         assert "synth_angle_deg" in m1 and "synth_angle_deg" not in m2
         assert m1["synth_angle_deg"].shape == (3,)
         assert bool(
@@ -512,7 +515,7 @@ def test_decouple_nothing_is_exact_backprop():
         model, params, batch, loss = _net()
         rule = sg(model, loss, decouple=[])
         state = _init(rule, 1, params)
-        assert state.synth_params == ((), (), ())
+        assert state.trainable.params == ((), (), ())
         d, _, m = jax.jit(rule.update)(params, state, batch, None)
         assert _max_rel_err(d, _grads(model, loss, params, batch)) < 1e-12
         assert "synth_loss" not in m
@@ -528,13 +531,13 @@ def test_decoupling_one_boundary_backpropagates_its_synthetic_gradient_below():
         model, params, batch, loss = _net()
         rule = sg(model, loss, decouple=[1], synth_width=7)
         state = _random_state(rule, params, 2)
-        assert state.synth_params[0] == () and state.synth_params[2] == ()
+        assert state.trainable.params[0] == () and state.trainable.params[2] == ()
         d, _, m = jax.jit(rule.update)(params, state, batch, None)
         g = _grads(model, loss, params, batch)
         assert _max_rel_err(d[2:], g[2:]) < 1e-12
         _, caches = _forward(model, params, batch.x)
         B = batch.x.shape[0]
-        theta = jax.tree_util.tree_map(np.asarray, state.synth_params[1])
+        theta = jax.tree_util.tree_map(np.asarray, state.trainable.params[1])
         m_1 = _mlp_by_hand(theta, np.asarray(caches[1].out))
         f = [stage_fn(s) for s in model.stages]
         _, vjp = jax.vjp(lambda p0, p1: f[1](p1, f[0](p0, batch.x)), *params[:2])
@@ -557,7 +560,6 @@ def test_model_without_hidden_stage_is_unsupported():
     "kwargs,field",
     [
         ({"synthesizer": "conv"}, "rule.synthesizer"),
-        ({"synth_optimizer": "rmsprop"}, "rule.synth_optimizer"),
         ({"synth_hidden_layers": 0}, "rule.synth_hidden_layers"),
         ({"synth_width": 0}, "rule.synth_width"),
         ({"warmup_steps": -1}, "rule.warmup_steps"),
@@ -572,6 +574,12 @@ def test_bad_options_name_the_field(kwargs, field):
         sg(model, get_loss("cross_entropy"), **kwargs)
 
 
+def test_unknown_synthesizer_optimizer_names_the_field():
+    cfg = compose_cfg(["rule=sg", "rule.optimizer.name=rmsprop"])
+    with pytest.raises(ValueError, match="rule.optimizer: unknown optimizer 'rmsprop'"):
+        build_rule(cfg, mlp((5,), 3, hidden=(4,)), total_steps=1, steps_per_epoch=1)
+
+
 # --- configs and the command-line path -----------------------------------------------
 
 
@@ -580,7 +588,7 @@ def test_run_from_config_reports_synthesizer_metrics(cfg_factory):
     cfg = cfg_factory(
         "rule=sg", "model.hidden=[16,16]", "trainer.epochs=2", "optim.lr=3e-3"
     )
-    assert cfg.rule.synth_optimizer == "adam" and cfg.rule.synth_lr == 3e-3
+    assert dict(cfg.rule.optimizer) == {"name": "adam", "lr": 3e-3}
     res = run(cfg)
     assert res["status"] == "ok"
     h = res["history"][-1]
@@ -606,11 +614,16 @@ def test_paper_experiment_config_composes_for_every_row():
     assert default.conditioned and default.synthesizer == "linear"
     assert default.decouple == "all"
     assert list(dni.model.hidden) == [256, 256] and dni.trainer.batch_size == 256
-    assert dni.rule.synth_lr == dni.optim.lr
+    assert dni.rule.optimizer.lr == dni.optim.lr
     cdni = compose_cfg([*base, "rule.conditioned=true", "rule.synthesizer=linear"])
     assert cdni.rule.conditioned and cdni.rule.synthesizer == "linear"
     bp_cfg = compose_cfg([*base, "rule=bp"])
-    assert dict(bp_cfg.rule) == {"name": "bp", "remat": False}
+    assert dict(bp_cfg.rule) == {
+        "_target_": "bp_alternatives.rules.bp",
+        "_partial_": True,
+        "name": "bp",
+        "remat": False,
+    }
     assert bp_cfg.paper.test_error.bp == 2.0
 
 
@@ -626,7 +639,7 @@ def test_learns_digits(conditioned):
     data = load_digits()
     model = mlp(data.input_shape, 10, hidden=(256, 256), activation=TANH)
     loss = get_loss("cross_entropy")
-    rule = sg(model, loss, conditioned=conditioned, synth_lr=1e-3)
+    rule = sg(model, loss, conditioned=conditioned)  # synthesizers: Adam 1e-3
     out = fit(
         model,
         loss,

@@ -1,19 +1,28 @@
-"""Parameter-free layer ops that follow a stage's activation, each with its
-hand-written backward: pooling over non-overlapping windows and flattening.
+"""Layer ops with their hand-written backward (what ``rules.manual_bp`` calls).
 
-A ``PostOp`` is ``(fn, backward)``; ``backward(h, d_out) -> d_h`` is what
-hand-written backprop (``rules.manual_bp``) calls, and it equals ``jax.vjp`` of
-``fn`` exactly. Shapes are batch-first, channels last: ``[B, *spatial, C]``.
+Linear parts: ``dense_backward`` and ``conv_backward`` (``LINEAR_BACKWARDS``: flax
+layer class -> backward), ``backward(p, x, delta_a) -> (grads, delta_x)``.
+Parameter-free ops after a stage's activation: pooling over non-overlapping windows
+and flattening. A ``PostOp`` is ``(fn, backward)``; ``backward(h, d_out) -> d_h``
+equals ``jax.vjp`` of ``fn`` exactly. Shapes are batch-first, channels last:
+``[B, *spatial, C]``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+class UnsupportedModelError(ValueError):
+    """A rule or a hand-written backward cannot handle some part of a model (raised
+    when the rule is built)."""
 
 
 class PostOp(NamedTuple):
@@ -126,3 +135,119 @@ def get_post_op(name: str) -> PostOp:
     for nxt in ops[1:]:
         op = _compose(op, nxt)
     return op
+
+
+def dense_backward(
+    p: dict[str, jax.Array], x: jax.Array, delta_a: jax.Array
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """Backward of ``a = x @ W + b``: ``({"kernel": dW, "bias": db}, delta_x)``."""
+    grads = {"kernel": x.T @ delta_a}  # [in, B] @ [B, out]
+    if "bias" in p:
+        grads["bias"] = jnp.sum(delta_a, axis=0)
+    delta_x = delta_a @ p["kernel"].T  # [B, out] @ [out, in]
+    return grads, delta_x
+
+
+_LAX_PADDINGS = ("SAME", "SAME_LOWER", "VALID")
+
+
+def check_conv(conv: nn.Conv) -> None:
+    """Fail (at build time) for conv settings this backward does not cover."""
+    if conv.feature_group_count != 1 or conv.mask is not None:
+        raise UnsupportedModelError(
+            f"the hand-written conv backward (rule=manual_bp) supports plain "
+            f"convolutions only ({conv.name}: "
+            f"feature_group_count={conv.feature_group_count}, mask set: "
+            f"{conv.mask is not None})"
+        )
+    for what in ("input_dilation", "kernel_dilation"):
+        v = getattr(conv, what)
+        if any(d != 1 for d in ((v,) if isinstance(v, int) else (v or ()))):
+            raise UnsupportedModelError(
+                f"the hand-written conv backward (rule=manual_bp) has no case for "
+                f"{what}={v} ({conv.name})"
+            )
+    if isinstance(conv.padding, str) and conv.padding not in _LAX_PADDINGS:
+        raise UnsupportedModelError(
+            f"the hand-written conv backward (rule=manual_bp) supports "
+            f"{list(_LAX_PADDINGS)} and explicit padding, "
+            f"not {conv.padding!r} ({conv.name})"
+        )
+
+
+def _conv_geometry(conv: nn.Conv, x_shape, kernel_shape):
+    """Strides and explicit ``(lo, hi)`` pads of a flax ``Conv``, as its forward
+    hands them to ``lax.conv_general_dilated``."""
+    nd = len(kernel_shape) - 2
+    s = conv.strides
+    strides = (1,) * nd if s is None else (s,) * nd if isinstance(s, int) else tuple(s)
+    pad = nn.linear.canonicalize_padding(conv.padding, nd)
+    if isinstance(pad, str):
+        pad = jax.lax.padtype_to_pads(x_shape[1:-1], kernel_shape[:-2], strides, pad)
+    return strides, [tuple(int(v) for v in p) for p in pad]
+
+
+def _conv_backward_for(conv: nn.Conv):
+    check_conv(conv)
+    return functools.partial(conv_backward, conv)
+
+
+def conv_backward(
+    conv: nn.Conv, p: dict[str, jax.Array], x: jax.Array, delta_a: jax.Array
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """Backward of ``a = conv(x, W) + b`` (cross-correlation, channels last), written
+    as two more convolutions, no autodiff:
+
+    forward   a[b, p, o]  = sum_{k, i} x_pad[b, s p + k, i] W[k, i, o] + b[o]
+    dW[k, i, o]           = sum_{b, p} x_pad[b, s p + k, i] delta_a[b, p, o]
+              : correlate x with delta_a, delta_a's taps dilated by the stride s
+                (batch and channels swap roles: i is the "batch", b the "feature");
+    db[o]                 = sum_{b, p} delta_a[b, p, o];
+    delta_x[b, q, i]      = sum_{k, o: q + lo = s p + k} delta_a[b, p, o] W[k, i, o]
+              : the transposed convolution: delta_a with s - 1 zeros between taps,
+                padded by (K - 1 - lo, N - 1 - (M - 1) s + lo), correlated with W
+                flipped in space and with in/out swapped.
+    """
+    W = p["kernel"]  # [*K, in, out]
+    nd = W.ndim - 2
+    strides, pads = _conv_geometry(conv, x.shape, W.shape)
+    sp = "HWDUVXYZ"[:nd]  # names of the spatial axes in dimension-number strings
+    K = W.shape[:nd]
+    # dW: lhs = x read as [in (batch), *S, B (features)], rhs = delta_a read as a
+    # kernel [B (in), *M, out]; the output [*K', in, out] has K' >= K taps, of which
+    # the first K are the kernel's (the rest would need input beyond the padding).
+    dW = jax.lax.conv_general_dilated(
+        x,
+        delta_a,
+        window_strides=(1,) * nd,
+        padding=pads,
+        rhs_dilation=strides,
+        dimension_numbers=("C" + sp + "N", "I" + sp + "O", sp + "NC"),
+    )
+    grads = {"kernel": dW[tuple(slice(0, k) for k in K)]}
+    if "bias" in p:
+        grads["bias"] = jnp.sum(delta_a, axis=tuple(range(delta_a.ndim - 1)))
+    # delta_x: the transposed convolution.
+    N, M = x.shape[1:-1], delta_a.shape[1:-1]
+    back_pads = [
+        (k - 1 - lo, n - 1 - (m - 1) * s + lo)
+        for k, (lo, _), n, m, s in zip(K, pads, N, M, strides)
+    ]
+    W_flipped = jnp.flip(W, axis=tuple(range(nd)))
+    delta_x = jax.lax.conv_general_dilated(
+        delta_a,
+        W_flipped,
+        window_strides=(1,) * nd,
+        padding=back_pads,
+        lhs_dilation=strides,
+        dimension_numbers=("N" + sp + "C", sp + "OI", "N" + sp + "C"),
+    )
+    return grads, delta_x
+
+
+# Linear parts with a hand-written backward: layer class -> a function of the layer
+# returning its ``backward(p, x, delta_a) -> (grads, delta_x)``.
+LINEAR_BACKWARDS = {
+    nn.Dense: lambda layer: dense_backward,
+    nn.Conv: _conv_backward_for,
+}

@@ -1,18 +1,29 @@
 """Learning rules: factories returning a ``LearningRule`` of pure functions.
 
-``RULES`` maps the names used on the command line (``rule=fa``) to factories.
+``RULES`` maps the names used on the command line (``rule=fa``) to factories: one
+per ``configs/rule/<name>.yaml``, the factory its ``_target_`` names. A new rule is a
+module and a YAML; nothing here changes.
 """
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from bp_alternatives.rules._backprop import BackpropState, bp
 from bp_alternatives.rules._base import (
     Batch,
     LearningRule,
+    Prediction,
     RuleInitFn,
-    RuleObjectiveFn,
     RulePredictFn,
     RuleUpdateFn,
     UnsupportedModelError,
+    feedforward_prediction,
+    headline_candidates,
     loss_fn,
+    predictor,
 )
 from bp_alternatives.rules._direct_feedback_alignment import (
     DirectFeedbackAlignmentState,
@@ -28,15 +39,18 @@ from bp_alternatives.rules._manual_backprop import ManualBackpropState, manual_b
 from bp_alternatives.rules._predictive_coding import PredictiveCodingState, pc
 from bp_alternatives.rules._synthetic_gradients import SyntheticGradientsState, sg
 
-RULES = {
-    "bp": bp,
-    "manual_bp": manual_bp,
-    "ff": ff,
-    "fa": fa,
-    "dfa": dfa,
-    "sg": sg,
-    "pc": pc,
-    "ep": ep,
+RULE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "rule"
+
+
+def _target(path: Path) -> Callable:
+    """The factory a rule YAML's ``_target_`` names (``package.module.factory``)."""
+    target = OmegaConf.load(path)["_target_"]
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+RULES: dict[str, Callable] = {
+    p.stem: _target(p) for p in sorted(RULE_CONFIGS.glob("*.yaml"))
 }
 
 
@@ -62,7 +76,7 @@ __all__ = [
     "ManualBackpropState",
     "PredictiveCodingState",
     "RuleInitFn",
-    "RuleObjectiveFn",
+    "Prediction",
     "RulePredictFn",
     "RuleUpdateFn",
     "SyntheticGradientsState",
@@ -72,9 +86,12 @@ __all__ = [
     "dfa",
     "ep",
     "fa",
+    "feedforward_prediction",
     "get_rule",
+    "headline_candidates",
     "loss_fn",
     "manual_bp",
     "pc",
+    "predictor",
     "sg",
 ]

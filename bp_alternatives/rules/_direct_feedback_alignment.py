@@ -14,16 +14,20 @@ because the projected error lands on the pre-activation directly.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from bp_alternatives.model import Model, Stage, apply_linear, forward, init_params
+from bp_alternatives.model import Model, forward, init_params
 from bp_alternatives.model.losses import Loss
-from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+from bp_alternatives.rules._base import (
+    LearningRule,
+    UnsupportedModelError,
+    nonlinear_part,
+    params_vjp,
+)
 
 DFA_FEEDBACKS = ("independent", "shared")
 
@@ -36,10 +40,6 @@ class DirectFeedbackAlignmentState(NamedTuple):
     """
 
     B: tuple[jax.Array, ...]
-
-
-def _linear_of_params(stage: Stage, x: jax.Array, p: dict) -> jax.Array:
-    return apply_linear(stage, p, x)
 
 
 def dfa(
@@ -134,9 +134,7 @@ def dfa(
         out, caches = forward(model, params, batch.x)
         value, dout = jax.value_and_grad(loss.value)(out, batch.y)
         readout, c_L = model.stages[-1], caches[-1]
-        _, pull_readout = jax.vjp(
-            lambda a: readout.post_op.fn(readout.act.fn(a)), c_L.a
-        )
+        _, pull_readout = jax.vjp(nonlinear_part(readout), c_L.a)
         (e,) = pull_readout(dout)  # dL/d(a_L)   [B, ...]
         e_flat = e.reshape(e.shape[0], -1)  # [B, n_out]
         grads = []
@@ -145,13 +143,9 @@ def dfa(
             projected = (e_flat @ feedback_matrix(state, l)).reshape(c.a.shape)
             _, pull_f = jax.vjp(stage.act.fn, c.a)
             (delta_a,) = pull_f(projected)  # (e B_l) * f'(a_l)
-            _, pull_p = jax.vjp(
-                functools.partial(_linear_of_params, stage, c.x), params[l]
-            )
+            _, pull_p = params_vjp(stage, params[l], c.x)
             grads.append(pull_p(delta_a)[0])
-        _, pull_p = jax.vjp(
-            functools.partial(_linear_of_params, readout, c_L.x), params[-1]
-        )
+        _, pull_p = params_vjp(readout, params[-1], c_L.x)
         grads.append(pull_p(e)[0])  # the read-out's true gradient
         return tuple(grads), state, {"loss": value}
 

@@ -22,7 +22,7 @@ energies: each example relaxes on its own, and the direction is the batch mean.
 
 The prediction is the read-out state ``s^0_L`` of the free phase (not the model's
 feed-forward output); train/test loss and the alignment diagnostics' exact gradient
-(``LearningRule.objective``: ``jax.grad`` through the ``T1`` free-phase steps) are
+(``Prediction.output``: ``jax.grad`` through the ``T1`` free-phase steps) are
 taken on it too.
 """
 
@@ -34,9 +34,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, Stage, apply_linear, forward
-from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+from bp_alternatives.model.losses import Loss
+from bp_alternatives.rules._base import (
+    LearningRule,
+    Prediction,
+    UnsupportedModelError,
+)
 
 RHOS = ("hard_sigmoid", "sigmoid", "tanh")  # bounded: E is bounded below
 READOUT_RHOS = (*RHOS, "identity")  # 1/2 ||s_L||^2 keeps a linear read-out bounded
@@ -243,22 +247,11 @@ def ep(
         }
         return direction, state, metrics
 
-    def eval_output_fn(params, state, x):
-        """The read-out state of the free fixed point ``[B, C]``."""
-        del state
-        return free_phase(params, x)[0].s[-1]
-
     def predict_fn(params, state, x):
-        return {"": eval_output_fn(params, state, x)}
+        """The read-out state of the free fixed point ``[B, C]``: output, headline
+        and loss output (the direction approximates the gradient of the loss there)."""
+        del state
+        s_L = free_phase(params, x)[0].s[-1]
+        return Prediction(output=s_L, headline={"": s_L}, others={})
 
-    def objective_fn(params, state, batch):
-        """The loss at the free phase's end (what the direction approximates)."""
-        return loss.value(eval_output_fn(params, state, batch.x), batch.y)
-
-    return LearningRule(
-        init_fn,
-        update_fn,
-        predict=predict_fn,
-        eval_output=eval_output_fn,
-        objective=objective_fn,
-    )
+    return LearningRule(init_fn, update_fn, predict=predict_fn)

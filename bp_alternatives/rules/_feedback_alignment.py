@@ -28,21 +28,27 @@ Feedback variants (``feedback=``):
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from bp_alternatives.geometry import angle_deg
-from bp_alternatives.model import Model, Stage, apply_linear, init_params
+from bp_alternatives.model import Model, Stage, init_params
 from bp_alternatives.model.initializers import get_initializer
 from bp_alternatives.model.losses import Loss
-from bp_alternatives.optim import make_optimizer
-from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+from bp_alternatives.rules._base import (
+    LearningRule,
+    Trainable,
+    UnsupportedModelError,
+    init_trainable,
+    input_vjp,
+    nonlinear_part,
+    params_vjp,
+    train_step,
+)
 
 FEEDBACKS = ("random", "usf", "brsf", "frsf", "kp", "symmetric")
 
@@ -50,34 +56,16 @@ FEEDBACKS = ("random", "usf", "brsf", "frsf", "kp", "symmetric")
 class FeedbackAlignmentState(NamedTuple):
     """Feedback weights for stages ``1..L-1`` (stage 0 sends no signal down).
 
-    ``B``: the feedback kernels for ``random`` and ``kp`` (shaped like each kernel).
-    ``R``: the fixed random magnitudes for ``frsf``. Empty tuples otherwise (``usf``,
-    ``brsf`` and ``symmetric`` derive ``B`` from ``W`` and the step key each step).
-    ``kp_opt``: for ``kp`` with ``kp_optim``, the state of B's own copy of the run's
-    optimizer. Never optimizer params: the run's optimizer and its weight decay never
-    see them.
+    ``B``: the fixed feedback kernels of ``random`` (shaped like each kernel).
+    ``R``: the fixed random magnitudes for ``frsf``. ``trainable``: for ``kp``, the
+    learned kernels ``B`` (``trainable.params``) and their optimizer state. Empty
+    tuples otherwise (``usf``, ``brsf`` and ``symmetric`` derive ``B`` from ``W`` and
+    the step key each step).
     """
 
     B: tuple[jax.Array, ...]
     R: tuple[jax.Array, ...]
-    kp_opt: Any = ()
-
-
-def _nonlinear(stage: Stage) -> Callable[[jax.Array], jax.Array]:
-    """The stage's parameter-free part ``a -> post(f(a))``."""
-
-    def g(a):
-        return stage.post_op.fn(stage.act.fn(a))
-
-    return g
-
-
-def _linear_of_params(stage: Stage, x: jax.Array, p: dict) -> jax.Array:
-    return apply_linear(stage, p, x)
-
-
-def _linear_of_input(stage: Stage, p: dict, x: jax.Array) -> jax.Array:
-    return apply_linear(stage, p, x)
+    trainable: Trainable | tuple = ()
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -106,9 +94,7 @@ def fa(
     init: str | None = None,
     init_std: float = 0.01,
     scale: float = 1.0,
-    kp_lr: float = 0.1,
-    kp_weight_decay: float = 1e-3,
-    kp_optim: Mapping[str, Any] | optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> LearningRule:
     """Feedback alignment: true local gradients, random feedback for the signal.
 
@@ -122,21 +108,18 @@ def fa(
         initialiser as the stage's own kernel.
       init_std: std for ``init=normal``.
       scale: multiplies ``B`` (and ``R``, and the ``usf`` magnitude).
-      kp_optim: Kolen-Pollack (Akrout et al. 2019): ``B`` receives the same update
+      optimizer: Kolen-Pollack (Akrout et al. 2019): ``B`` receives the same update
         as ``W`` plus the same weight decay. The run's optimizer only ever sees
-        ``params``, so the rule runs its own copy of that optimizer on ``B``, fed
-        the same local gradient ``dW`` the rule returns for ``W``: an
-        ``optim``-style mapping (``name``, ``lr``, ... as :func:`make_optimizer`;
-        ``configs/rule/fa.yaml``'s ``run`` is replaced by the run's ``optim`` in
-        ``train.build_rule``) or an optax
-        transformation. Same gradients, same optimizer state: ``B`` and ``W`` get
+        ``params``, so the rule runs its own copy of that optimizer on ``B``
+        (``train.build_rule`` passes the run's optimizer; ``rule.optimizer`` in
+        the config names another), fed the same local gradient ``dW`` the rule
+        returns for ``W``. Same gradients, same optimizer state: ``B`` and ``W`` get
         the same step, except for the decay term, which acts on each itself --
         with ``optim=sgd``/``adamw`` and weight decay ``wd`` at rate ``lr``,
         ``W - B`` shrinks by exactly ``(1 - lr*wd)`` per step and ``B -> W``. Without
         weight decay ``W - B`` stays at its initial value (only the angle shrinks
         as the shared updates grow). Global-norm clipping sees only ``B`` here.
-      kp_lr, kp_weight_decay: with ``kp_optim=None``, a plain-SGD step instead,
-        ``B <- B - kp_lr * dW - kp_weight_decay * B``.
+        ``None``: plain SGD, ``B <- B - 0.1 dW - 1e-3 B``. Other variants ignore it.
 
     Metrics: ``loss``; ``weight_alignment_deg`` (``[L]``): angle in degrees between
     ``W_l`` and ``B_l`` (NaN for stage 0, which has no ``B``).
@@ -200,18 +183,9 @@ def fa(
         k = jax.random.fold_in(key, l)
         return scale * inits[l](k, kernel_shapes[l], dtype)
 
-    kp_opt = None
-    if feedback == "kp" and kp_optim is not None:
-        if isinstance(kp_optim, optax.GradientTransformation):
-            kp_opt = kp_optim
-        else:
-            o = dict(kp_optim)
-            kp_opt = make_optimizer(
-                o.pop("name"),
-                o.pop("lr"),
-                total_steps=int(o.pop("total_steps", 1)),
-                **o,
-            )
+    kp_opt = optimizer or optax.chain(
+        optax.add_decayed_weights(1e-2), optax.sgd(0.1)
+    )  # B <- B - 0.1 (dW + 1e-2 B)
 
     def init_fn(key, params):
         if feedback not in ("random", "kp", "frsf"):
@@ -219,14 +193,19 @@ def fa(
         fixed = tuple(draw(key, l, params[l]["kernel"].dtype) for l in range(1, num))
         if feedback == "frsf":
             return FeedbackAlignmentState(B=(), R=tuple(jnp.abs(r) for r in fixed))
-        opt_state = kp_opt.init(fixed) if kp_opt is not None else ()
-        return FeedbackAlignmentState(B=fixed, R=(), kp_opt=opt_state)
+        if feedback == "kp":
+            return FeedbackAlignmentState(
+                B=(), R=(), trainable=init_trainable(kp_opt, fixed)
+            )
+        return FeedbackAlignmentState(B=fixed, R=())
 
     def feedback_kernels(params, state, key):
         """``B_l`` for ``l = 1..L-1`` (index ``l - 1``), the step's feedback."""
         W = [params[l]["kernel"] for l in range(1, num)]
-        if feedback in ("random", "kp"):
+        if feedback == "random":
             return state.B
+        if feedback == "kp":
+            return state.trainable.params
         if feedback == "symmetric":
             return tuple(W)
         if feedback == "usf":
@@ -248,8 +227,8 @@ def fa(
         inputs, pull_params, pull_nonlin = [], [], []
         for stage, p in zip(model.stages, params):
             inputs.append(x)
-            a, pull_p = jax.vjp(functools.partial(_linear_of_params, stage, x), p)
-            x, pull_a = jax.vjp(_nonlinear(stage), a)
+            a, pull_p = params_vjp(stage, p, x)
+            x, pull_a = jax.vjp(nonlinear_part(stage), a)
             pull_params.append(pull_p)
             pull_nonlin.append(pull_a)
         value, dout = jax.value_and_grad(loss.value)(x, batch.y)
@@ -261,22 +240,12 @@ def fa(
             (grads[l],) = pull_params[l](delta_a)  # true local gradient of W_l, b_l
             if l > 0:  # the signal sent down uses B_l in place of W_l
                 p_B = {**params[l], "kernel": B[l - 1]}
-                _, pull_x = jax.vjp(
-                    functools.partial(_linear_of_input, stage, p_B), inputs[l]
-                )
+                _, pull_x = input_vjp(stage, p_B, inputs[l])
                 (delta,) = pull_x(delta_a)
         if feedback == "kp":
             # Kolen-Pollack (Akrout et al. 2019): B gets W's update and weight decay.
             dW = tuple(grads[l]["kernel"] for l in range(1, num))
-            if kp_opt is not None:
-                upd, opt_state = kp_opt.update(dW, state.kp_opt, state.B)
-                new_B = optax.apply_updates(state.B, upd)
-                state = state._replace(B=tuple(new_B), kp_opt=opt_state)
-            else:
-                new_B = tuple(
-                    b - kp_lr * d - kp_weight_decay * b for b, d in zip(state.B, dW)
-                )
-                state = state._replace(B=new_B)
+            state = state._replace(trainable=train_step(kp_opt, state.trainable, dW))
         nan = jnp.full((), jnp.nan, value.dtype)
         weight_alignment = jnp.stack(
             [nan]

@@ -20,12 +20,12 @@ How FF sits on the shared model
   stage (its read-out) is not part of it: the paper's net has no output layer, and
   FF's softmax read-out reads several stages at once (stages 2..N), so its input width
   is not the model read-out's. The read-out therefore lives in the rule state (kernel
-  ``V`` ``[D_r, C]``, zero-initialised and bias-free as in loeweX) and is trained inside
-  ``update`` by its own optimizer (``readout_optim``, any ``optim`` config). The model
-  read-out stage's direction is zero, so it stays at its initial value; the trainer's
-  ``train_loss`` / ``test_loss`` are therefore taken on the rule's read-out logits
-  (``LearningRule.eval_output``, neutral label), not the unused model read-out:
-  the cross-entropy of the prediction ``test_accuracy/readout`` reports.
+  ``V`` ``[D_r, C]``, zero-initialised and bias-free as in loeweX: ``trainable``) and
+  is trained inside ``update`` by the rule's ``optimizer`` (loeweX's SGD by default).
+  The model read-out stage's direction is zero, so it stays at its initial value; the
+  trainer's ``train_loss`` / ``test_loss`` are therefore taken on the rule's read-out
+  logits (``Prediction.loss_output``, neutral label), not the unused model
+  read-out: the cross-entropy of the prediction ``test_accuracy/readout`` reports.
 * Any stage whose output is an array works (dense or convolutional): goodness sums (or
   averages) over all non-batch axes, normalisation divides by the norm over all
   non-batch axes, peer normalisation keeps one running mean per unit (per feature-map
@@ -51,157 +51,52 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.model import Model, Stage, apply_linear
+from bp_alternatives.model import Model, Stage, apply_linear, output
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.optim import make_optimizer
-from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+from bp_alternatives.rules._base import (
+    LearningRule,
+    Prediction,
+    Trainable,
+    init_trainable,
+    train_step,
+)
+from bp_alternatives.rules._forward_forward_parts import (
+    check_index,
+    check_model,
+    check_options,
+    embed_label,
+    goodness_of,
+    hardest_wrong_labels,
+    label_scale_of,
+    normalise_length,
+    range_mode,
+    sample_readout_wrong_labels,
+    sample_wrong_labels,
+    stage_ranges,
+    thresholds_of,
+)
 
-GOODNESS = ("sum", "mean")
-NORMALISE = ("l2", "rms")
-NEGATIVES = ("random", "hard", "sampled")
-SCHEDULES = ("all", "layerwise")
 
-# loeweX trains its read-out with SGD lr 1e-2, momentum 0.9, weight decay 3e-3.
-DEFAULT_READOUT_OPTIM: dict[str, Any] = {
-    "name": "sgd",
-    "lr": 1e-2,
-    "momentum": 0.9,
-    "weight_decay": 3e-3,
-}
+def default_readout_optimizer() -> optax.GradientTransformation:
+    """loeweX's read-out optimizer: SGD lr 1e-2, momentum 0.9, weight decay 3e-3."""
+    return make_optimizer("sgd", 1e-2, total_steps=1, momentum=0.9, weight_decay=3e-3)
 
 
 class FFState(NamedTuple):
     """Forward-forward's own state: the read-out and the peer-normalisation means."""
 
-    readout: jax.Array  # V [D_r, C]: softmax read-out on normalised stage outputs
-    readout_opt_state: optax.OptState  # the read-out's own optimizer state
+    # V [D_r, C]: softmax read-out on normalised stage outputs, with its optimizer state
+    trainable: Trainable
     running_mean: tuple[jax.Array, ...]  # per FF stage, mean positive activity [...]
     step: jax.Array  # int32, updates so far (drives schedule="layerwise")
-
-
-# ---------------------------------------------------------------------------- pieces
-
-
-def _feature_axes(v: jax.Array) -> tuple[int, ...]:
-    return tuple(range(1, v.ndim))
-
-
-def normalise_length(v: jax.Array, mode: str = "l2", eps: float = 1e-8) -> jax.Array:
-    """Length-normalise each example over all non-batch axes.
-
-    ``l2``: ``v / (||v|| + eps)`` (the paper's "normalise the length"); ``rms``:
-    ``v / (sqrt(mean v^2) + eps)`` = ``sqrt(D) * l2`` (loeweX's ``_layer_norm``).
-    """
-    axes = _feature_axes(v)
-    if mode == "l2":
-        n = jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
-    elif mode == "rms":
-        n = jnp.sqrt(jnp.mean(jnp.square(v), axis=axes, keepdims=True))
-    else:
-        raise ValueError(f"rule.normalise={mode!r}; valid: {list(NORMALISE)}")
-    return v / (n + eps)
-
-
-def goodness_of(h: jax.Array, mode: str = "sum") -> jax.Array:
-    """Goodness ``G = sum h^2`` (or the mean) over all non-batch axes -> ``[B]``."""
-    if mode == "sum":
-        return jnp.sum(jnp.square(h), axis=_feature_axes(h))
-    if mode == "mean":
-        return jnp.mean(jnp.square(h), axis=_feature_axes(h))
-    raise ValueError(f"rule.goodness={mode!r}; valid: {list(GOODNESS)}")
-
-
-def label_scale_of(x: jax.Array, label_scale: float | str) -> jax.Array:
-    """The value a one-hot label is written with, per example ``[B]``.
-
-    ``"max"``: the example's own ``max |x|`` (1 on [0, 1] images, as in the paper and
-    loeweX); a number: that value for every example. Per example, not per batch
-    (mohammadpz/pytorch_forward_forward uses the batch's ``x.max()``), so a
-    prediction never depends on which other examples share its batch.
-    """
-    b = x.shape[0]
-    if label_scale == "max":
-        s = jnp.max(jnp.abs(x.reshape(b, -1)), axis=1)
-        return jnp.where(s > 0, s, jnp.ones_like(s))
-    return jnp.full((b,), float(label_scale), x.dtype)
-
-
-def embed_label(x: jax.Array, label: jax.Array, scale: jax.Array) -> jax.Array:
-    """Write ``label * scale`` over the first ``C`` features of each flattened example.
-
-    ``x`` ``[B, ...]``, ``label`` ``[B, C]`` (one-hot, or the neutral ``1/C``),
-    ``scale`` ``[B]``.
-    """
-    b, c = x.shape[0], label.shape[-1]
-    flat = x.reshape(b, -1)
-    flat = flat.at[:, :c].set((label * scale[:, None]).astype(x.dtype))
-    return flat.reshape(x.shape)
-
-
-def sample_wrong_labels(key: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
-    """A label drawn uniformly from the ``C - 1`` wrong labels; never ``y`` itself.
-
-    ``(y + U{1..C-1}) mod C`` hits each wrong label with probability ``1/(C-1)``
-    (a label permutation, as in a popular implementation, hits ``y`` ~``1/C`` of the
-    time and turns those negatives into positives).
-    """
-    offset = jax.random.randint(key, y.shape, 1, num_classes, dtype=y.dtype)
-    return (y + offset) % num_classes
-
-
-def sample_readout_wrong_labels(
-    key: jax.Array, logits: jax.Array, y: jax.Array
-) -> jax.Array:
-    """A wrong label drawn with probability ``softmax(logits)`` restricted to the wrong
-    labels (Hinton's official code: hard negatives from the read-out) ``[B]``."""
-    true = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
-    masked = jnp.where(true, -jnp.inf, logits)
-    return jax.random.categorical(key, masked, axis=-1).astype(y.dtype)
-
-
-def hardest_wrong_labels(scores: jax.Array, y: jax.Array) -> jax.Array:
-    """The wrong label the model scores highest (its most-confused one) ``[B]``."""
-    true = jax.nn.one_hot(y, scores.shape[-1], dtype=bool)
-    return jnp.argmax(jnp.where(true, -jnp.inf, scores), axis=-1).astype(y.dtype)
-
-
-# ---------------------------------------------------------------------------- the rule
-
-
-def stage_ranges(n: int) -> list[tuple[int, int]]:
-    """Every range ``(a, b)``, ``0 <= a <= b < n``, of FF stages whose goodness can be
-    summed for a prediction; the paper's ``(1, n - 1)`` (``(0, 0)`` for one stage)
-    first, the rest in order."""
-    first = (min(1, n - 1), n - 1)
-    rest = [(a, b) for a in range(n) for b in range(a, n) if (a, b) != first]
-    return [first, *rest]
-
-
-def range_mode(a: int, b: int) -> str:
-    """The ``predict`` mode of the goodness summed over stages ``a..b``."""
-    return f"goodness_stage{a}" if a == b else f"goodness_stages{a}-{b}"
-
-
-def _check_index(name: str, value: int, n: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(
-            f"rule.{name}={value!r}: expected a stage index"
-            + (" or 'auto'" if name == "goodness_from" else "")
-        )
-    if not 0 <= value < n:
-        raise ValueError(
-            f"rule.{name}={value} leaves no stage to use: the model has {n} FF "
-            f"(hidden) stage(s), indices 0..{n - 1}; set rule.{name}=0 for a "
-            "one-hidden-stage model"
-        )
-    return value
 
 
 def _stage_steps(schedule, steps_per_stage, epochs_per_stage, steps_per_epoch):
@@ -239,7 +134,7 @@ def ff(
     peer_momentum: float = 0.9,
     goodness_from: int | str = "auto",
     readout_from: int = 1,
-    readout_optim: Mapping[str, Any] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
     straight_through: bool = False,
 ) -> LearningRule:
     """Forward-forward: each hidden stage trained on its own goodness objective.
@@ -286,7 +181,7 @@ def ff(
         ``"auto"``: every range of stages ``a..b`` is a prediction mode and the
         trainer takes the one with the best validation accuracy (training accuracy
         without a validation split) as the headline, at every evaluation
-        (``LearningRule.headline_modes``). A number ``k``: stages ``k..N-1`` (1: skip
+        (``Prediction.headline``). A number ``k``: stages ``k..N-1`` (1: skip
         the first, as in the paper), mode ``goodness``, no choice. Later stages can
         be worse than useless: the length normalisation before each stage removes
         the goodness the stage below learned, so a stage sees the label only through
@@ -296,9 +191,9 @@ def ff(
         the second stage on digits ranks the true label below chance (measured in
         docs/results.md); ReLU stages keep it in their on/off pattern.
       readout_from: first FF stage the ``readout`` classifier reads (1: stages 2..N).
-      readout_optim: the read-out's optimizer, an ``optim``-style mapping (``name``,
-        ``lr`` and ``make_optimizer`` keywords; ``total_steps`` for decaying
-        schedules). Default: loeweX's SGD lr 1e-2, momentum 0.9, weight decay 3e-3.
+      optimizer: the read-out's optimizer (``configs/rule/ff.yaml``:
+        ``rule.optimizer``). ``None``: loeweX's SGD lr 1e-2, momentum 0.9, weight
+        decay 3e-3.
       straight_through: take ``dh/da = 1`` through the activation (loeweX's
         ``ReLU_full_grad``). For the goodness term this changes nothing (``h = 0``
         wherever ``relu' = 0``, so ``d(h^2)/da = 2 h`` either way); it lets the
@@ -310,7 +205,9 @@ def ff(
     for every FF stage and, with ``goodness_from="auto"``, ``goodness_stages<a>-<b>``
     for every longer range ``a..b`` (the headline candidates, the paper's ``1..N-1``
     first); with a number ``k``, ``goodness`` (stages ``k..N-1``, the headline) --
-    and ``readout`` (softmax read-out with the neutral label ``1/C``).
+    and ``readout`` (softmax read-out with the neutral label ``1/C``, also the
+    loss output). Its ``output`` (the alignment reference) is the model's
+    feed-forward output.
     Metrics per step: ``loss`` (read-out cross-entropy), and per FF stage ``[N]``
     (index ``l`` is model stage ``l``): ``ff_loss``, ``peer_loss``, ``goodness_pos``,
     ``goodness_neg`` (batch means), ``ff_accuracy`` (fraction of positives above and
@@ -333,60 +230,16 @@ def ff(
     stages: tuple[Stage, ...] = model.stages[:-1]
     n = len(stages)
     num_classes = model.num_outputs
-    if n == 0:
-        raise UnsupportedModelError(
-            "rule=ff trains hidden stages by goodness and this model has none (only "
-            "a read-out stage); give it at least one hidden stage (model.hidden=[...])"
-        )
-    if math.prod(model.input_shape) < num_classes:
-        raise UnsupportedModelError(
-            f"rule=ff writes the label over the first {num_classes} input features, "
-            f"but the input has only {math.prod(model.input_shape)}"
-        )
-    if num_classes < 2:
-        raise UnsupportedModelError("rule=ff needs at least 2 classes for negatives")
-    for name, value, valid in (
-        ("goodness", goodness, GOODNESS),
-        ("normalise", normalise, NORMALISE),
-        ("negatives", negatives, NEGATIVES),
-        ("schedule", schedule, SCHEDULES),
-    ):
-        if value not in valid:
-            raise ValueError(f"rule.{name}={value!r}; valid: {list(valid)}")
-    if label_scale != "max" and not isinstance(label_scale, int | float):
-        raise ValueError(
-            f"rule.label_scale must be 'max' or a number, got {label_scale!r}"
-        )
-    if schedule == "layerwise" and (not steps_per_stage or int(steps_per_stage) < 1):
-        raise ValueError(
-            "rule.schedule=layerwise needs rule.steps_per_stage >= 1 (steps each stage "
-            f"trains for: epochs_per_stage * steps_per_epoch), got {steps_per_stage!r}"
-        )
-    if isinstance(threshold, str):
-        if threshold != "width":
-            raise ValueError(
-                f"rule.threshold={threshold!r}; use a number, 'width' or a list"
-            )
-        thresholds = None  # theta_l = number of units of stage l, known at trace time
-    elif isinstance(threshold, int | float):
-        thresholds = [float(threshold)] * n
-    else:
-        thresholds = [float(t) for t in threshold]
-        if len(thresholds) != n:
-            raise ValueError(
-                f"rule.threshold has {len(thresholds)} values for {n} FF stages"
-            )
-    auto = goodness_from == "auto"
-    goodness_from = 0 if auto else _check_index("goodness_from", goodness_from, n)
-    ranges = stage_ranges(n) if auto else [(l, l) for l in range(n)]
-    readout_from = _check_index("readout_from", readout_from, n)
-    ro_cfg = dict(DEFAULT_READOUT_OPTIM if readout_optim is None else readout_optim)
-    readout_opt = make_optimizer(
-        ro_cfg.pop("name"),
-        ro_cfg.pop("lr"),
-        total_steps=int(ro_cfg.pop("total_steps", 1)),
-        **ro_cfg,
+    check_model(model)
+    check_options(
+        goodness, normalise, negatives, schedule, label_scale, steps_per_stage
     )
+    thresholds = thresholds_of(threshold, n)
+    auto = goodness_from == "auto"
+    goodness_from = 0 if auto else check_index("goodness_from", goodness_from, n)
+    ranges = stage_ranges(n) if auto else [(l, l) for l in range(n)]
+    readout_from = check_index("readout_from", readout_from, n)
+    readout_opt = default_readout_optimizer() if optimizer is None else optimizer
     sg = jax.lax.stop_gradient
 
     def theta(l, h):
@@ -472,8 +325,7 @@ def ff(
         d_r = sum(math.prod(z.shape[1:]) for z in zs[readout_from:])
         readout = jnp.zeros((d_r, num_classes), dtype)  # loeweX: zero-init
         return FFState(
-            readout=readout,
-            readout_opt_state=readout_opt.init(readout),
+            trainable=init_trainable(readout_opt, readout),
             running_mean=tuple(jnp.full(h.shape[1:], 0.5, h.dtype) for h in hs),
             step=jnp.zeros((), jnp.int32),
         )
@@ -495,7 +347,7 @@ def ff(
             g = sg(goodness_table(params, x, scale))
             y_neg = hardest_wrong_labels(jnp.sum(g[..., goodness_from:], -1), y)
         else:  # Hinton's code: sample in proportion to the read-out's softmax
-            y_neg = sample_readout_wrong_labels(key, feats @ state.readout, y)
+            y_neg = sample_readout_wrong_labels(key, feats @ state.trainable.params, y)
         x_neg = embed_label(x, jax.nn.one_hot(y_neg, num_classes, dtype=x.dtype), scale)
         if schedule == "all":
             active = jnp.ones((n,), x.dtype)
@@ -512,13 +364,9 @@ def ff(
             logits = feats @ v
             return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
-        ro_loss, ro_grad = jax.value_and_grad(readout_loss)(state.readout)
-        ro_updates, ro_opt_state = readout_opt.update(
-            ro_grad, state.readout_opt_state, state.readout
-        )
+        ro_loss, ro_grad = jax.value_and_grad(readout_loss)(state.trainable.params)
         new_state = FFState(
-            readout=optax.apply_updates(state.readout, ro_updates),
-            readout_opt_state=ro_opt_state,
+            trainable=train_step(readout_opt, state.trainable, ro_grad),
             running_mean=running_mean,
             step=state.step + 1,
         )
@@ -528,25 +376,20 @@ def ff(
     def predict_fn(params, state, x):
         scale = label_scale_of(x, label_scale)
         g = goodness_table(params, x, scale)  # [B, C, N]
-        scores = {}
-        if not auto:
-            scores["goodness"] = jnp.sum(g[..., goodness_from:], axis=-1)
-        for a, b in ranges:
-            scores[range_mode(a, b)] = jnp.sum(g[..., a : b + 1], axis=-1)
-        scores["readout"] = readout_features(params, x, scale) @ state.readout
-        return scores
-
-    def eval_output_fn(params, state, x):
-        """The read-out's logits (neutral label): what train/test loss is taken on."""
-        return (
-            readout_features(params, x, label_scale_of(x, label_scale)) @ state.readout
+        by_range = {
+            range_mode(a, b): jnp.sum(g[..., a : b + 1], axis=-1) for a, b in ranges
+        }
+        logits = readout_features(params, x, scale) @ state.trainable.params
+        if auto:  # every range a candidate for the headline
+            headline, others = by_range, {}
+        else:
+            headline = {"goodness": jnp.sum(g[..., goodness_from:], axis=-1)}
+            others = by_range
+        return Prediction(
+            output=output(model, params, x),
+            headline=headline,
+            others={**others, "readout": logits},
+            loss_output=logits,  # the read-out's logits (neutral label)
         )
 
-    headline = tuple(range_mode(a, b) for a, b in ranges) if auto else None
-    return LearningRule(
-        init_fn,
-        update_fn,
-        predict=predict_fn,
-        eval_output=eval_output_fn,
-        headline_modes=headline,
-    )
+    return LearningRule(init_fn, update_fn, predict=predict_fn)

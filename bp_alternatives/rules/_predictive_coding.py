@@ -43,8 +43,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bp_alternatives.losses import Loss
 from bp_alternatives.model import Model, stage_fn
+from bp_alternatives.model.losses import Loss
 from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
 
 PC_VARIANTS = ("standard", "z_il")

@@ -38,8 +38,14 @@ import optax
 from bp_alternatives.geometry import angle_deg
 from bp_alternatives.model import Model, stage_fn
 from bp_alternatives.model.losses import Loss, as_targets
-from bp_alternatives.optim import OPTIMIZERS, make_optimizer
-from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
+from bp_alternatives.optim import make_optimizer
+from bp_alternatives.rules._base import (
+    LearningRule,
+    Trainable,
+    UnsupportedModelError,
+    init_trainable,
+    train_step,
+)
 
 SYNTHESIZERS = ("linear", "mlp", "oracle")
 
@@ -47,14 +53,15 @@ SynthParams = tuple[dict[str, jax.Array], ...]  # one synthesizer: its dense lay
 
 
 class SyntheticGradientsState(NamedTuple):
-    """Synthesizers (trainable, owned by the rule), their optimizer state, step count.
+    """Synthesizers (trainable, owned by the rule) with their optimizer state, and the
+    step count.
 
-    ``synth_params[l]`` is the synthesizer after hidden stage ``l``: a tuple of
-    ``{"kernel", "bias"}`` dense layers (empty tuple for ``synthesizer="oracle"``).
+    ``trainable.params[l]`` is the synthesizer after hidden stage ``l``: a tuple of
+    ``{"kernel", "bias"}`` dense layers (empty tuple for ``synthesizer="oracle"`` and
+    for coupled boundaries).
     """
 
-    synth_params: tuple[SynthParams, ...]
-    synth_opt_state: optax.OptState
+    trainable: Trainable  # params: tuple[SynthParams, ...]
     step: jax.Array  # int32 scalar: updates done so far (drives warm-up)
 
 
@@ -124,8 +131,7 @@ def sg(
     conditioned: bool = False,
     synth_hidden_layers: int = 1,
     synth_width: int = 256,
-    synth_optimizer: str = "adam",
-    synth_lr: float = 1e-3,
+    optimizer: optax.GradientTransformation | None = None,
     warmup_steps: int = 0,
     diagnostics: bool = True,
     decouple: str | Sequence[int] = "all",
@@ -142,10 +148,9 @@ def sg(
       conditioned: feed the one-hot label (or the float targets) to the synthesizers
         besides ``h_l`` (cDNI).
       synth_hidden_layers, synth_width: the ``mlp`` synthesizer's shape.
-      synth_optimizer, synth_lr: the optax optimizer (``sgd``, ``adam``, ``adamw``,
-        constant learning rate) that trains the synthesizers. The rule does not see the
-        network's optimizer; ``configs/rule/sg.yaml`` sets both to the main
-        optimizer's ``optim.name`` and ``optim.lr``.
+      optimizer: the optimizer that trains the synthesizers (``configs/rule/sg.yaml``:
+        ``rule.optimizer``, the run's optimizer family and learning rate at a
+        constant rate). ``None``: Adam, learning rate 1e-3.
       warmup_steps: for the first ``warmup_steps`` updates the direction is the exact
         gradient and the synthesizers regress onto the true ``dL/dh_l``; afterwards
         the network trains on synthetic gradients and the targets are bootstrapped.
@@ -199,11 +204,6 @@ def sg(
         )
     if int(synth_width) < 1:
         raise ValueError(f"rule.synth_width must be positive, got {synth_width}")
-    if synth_optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"rule.synth_optimizer must be one of {list(OPTIMIZERS)}, got "
-            f"{synth_optimizer!r}"
-        )
     if int(warmup_steps) < 0:
         raise ValueError(f"rule.warmup_steps must be >= 0, got {warmup_steps}")
     warmup_steps = int(warmup_steps)
@@ -211,7 +211,9 @@ def sg(
     oracle = synthesizer == "oracle"
     n_hidden = model.num_stages - 1
     fns = [stage_fn(s) for s in model.stages]
-    opt = make_optimizer(synth_optimizer, float(synth_lr), total_steps=1)
+    opt = (
+        make_optimizer("adam", 1e-3, total_steps=1) if optimizer is None else optimizer
+    )
 
     def synth_input(h, y):
         z = h.reshape(h.shape[0], -1)  # [B, D_l]
@@ -253,7 +255,9 @@ def sg(
                     )
                 )
             theta = tuple(theta)
-        return SyntheticGradientsState(theta, opt.init(theta), jnp.zeros((), jnp.int32))
+        return SyntheticGradientsState(
+            init_trainable(opt, theta), jnp.zeros((), jnp.int32)
+        )
 
     def exact_backprop(vjps, dL_dh_last):
         """True ``dL/dh_l`` and ``dL/dparams_l`` for every hidden stage.
@@ -342,16 +346,14 @@ def sg(
             losses = jnp.stack(losses) if losses else jnp.zeros((0,), value.dtype)
             return jnp.sum(losses), (losses, tuple(used), tuple(directions))
 
-        theta = state.synth_params
+        trainable = state.trainable
         if oracle:
-            _, (synth_losses, delta_hat, directions) = synth_objective(theta)
-            opt_state = state.synth_opt_state
+            _, (synth_losses, delta_hat, directions) = synth_objective(trainable.params)
         else:
             (_, (synth_losses, delta_hat, directions)), g_theta = jax.value_and_grad(
                 synth_objective, has_aux=True
-            )(theta)
-            upd, opt_state = opt.update(g_theta, state.synth_opt_state, theta)
-            theta = optax.apply_updates(theta, upd)
+            )(trainable.params)
+            trainable = train_step(opt, trainable, g_theta)
 
         if warmup_steps > 0:  # exact backprop while warming up (jit-able switch)
             directions = jax.tree_util.tree_map(
@@ -366,7 +368,7 @@ def sg(
             metrics["synth_angle_deg"] = jnp.stack(
                 [angle_deg(d, t) for d, t in zip(delta_hat, true_deltas, strict=True)]
             ).astype(value.dtype)
-        new_state = SyntheticGradientsState(theta, opt_state, state.step + 1)
+        new_state = SyntheticGradientsState(trainable, state.step + 1)
         return tuple(direction), new_state, metrics
 
     return LearningRule(init_fn, update_fn)

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from bp_alternatives.model import Model, output
+from bp_alternatives.model import Model
 from bp_alternatives.model.losses import Loss
-from bp_alternatives.rules import LearningRule
+from bp_alternatives.rules import LearningRule, predictor
 
 
 def make_eval_fn(model: Model, loss: Loss, rule: LearningRule, chunk: int) -> Callable:
@@ -43,20 +43,15 @@ def _chunk_sums(model: Model, loss: Loss, rule: LearningRule) -> Callable:
     """``sums(params, rule_state, x, y, mask)``: one chunk's summed loss, correct
     predictions per mode and count of real examples with a non-finite output."""
 
-    def scores_fn(params, rule_state, x):
-        if rule.predict is None:
-            return {"": output(model, params, x)}
-        return dict(rule.predict(params, rule_state, x))
+    predict = predictor(rule, model)
 
     def sums(params, rule_state, xc, yc, m):
         c = xc.shape[0]
-        if rule.eval_output is None:
-            out = output(model, params, xc)
-        else:  # the rule's own read-out (forward-forward)
-            out = rule.eval_output(params, rule_state, xc)
+        pred = predict(params, rule_state, xc)
+        out = pred.output if pred.loss_output is None else pred.loss_output
         per_example = jax.vmap(lambda o, t: loss.value(o[None], t[None]))(out, yc)
         res = {"loss": jnp.sum(per_example * m)}
-        scores = scores_fn(params, rule_state, xc)
+        scores = {**pred.headline, **pred.others}
         res["nonfinite"] = sum(  # real examples with a non-finite output
             jnp.sum(~jnp.all(jnp.isfinite(o.reshape(c, -1)), axis=1) & m)
             for o in (out, *scores.values())

@@ -18,7 +18,7 @@ from bp_alternatives.diagnostics import with_alignment
 from bp_alternatives.model import Model
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.progress import EPOCH_LOG, Progress, epoch_line
-from bp_alternatives.rules import Batch, LearningRule
+from bp_alternatives.rules import Batch, LearningRule, headline_candidates
 from bp_alternatives.train.checkpoint import Checkpointer
 from bp_alternatives.train.evaluate import make_eval_fn
 from bp_alternatives.train.history import (
@@ -54,7 +54,7 @@ def fit(
     per-stage ``alignment_deg``, ``grad_norm``, ``update_norm`` measured on a fixed
     probe batch of the training set, and the rule's own metrics averaged over the
     epoch as ``rule/<name>``; ``prediction_mode`` when the rule chooses its headline
-    among ``headline_modes``), ``final``, ``prediction`` (that choice at the last
+    among ``Prediction.headline``), ``final``, ``prediction`` (that choice at the last
     epoch: ``mode``, ``chosen_on``, ``candidates``; ``None`` for a rule with one
     headline), ``status`` (``ok`` or ``diverged``),
     ``diverged_epoch``, ``examples_per_second`` (epochs after the first; compilation
@@ -217,7 +217,7 @@ def _resume(ckpt, state, record: _Record, writers, replicated) -> tuple[Any, int
 class _Recorder(NamedTuple):
     """What recording an epoch needs besides the epoch's own numbers."""
 
-    rule: LearningRule
+    candidates: tuple[str, ...]  # the rule's headline modes (rules.headline_candidates)
     writers: list[MetricWriter]
     batched: bool
     epochs: int
@@ -242,7 +242,7 @@ def _record_epoch(
         if record.diverged[s] is not None:
             continue
         splits = {k: _per_seed(v, s, batched) for k, v in evals.items()}
-        mode = choose_headline(rec.rule.headline_modes, splits)
+        mode = choose_headline(rec.candidates, splits)
         entry = history_entry(
             epoch,
             dt,
@@ -313,7 +313,15 @@ def _fit(
     )
     state, first_epoch = _resume(ckpt, state, record, writers, replicated)
     steps = n // batch_size
-    rec = _Recorder(rule, writers, batched, epochs, steps, batch_size, lr_schedule)
+    rec = _Recorder(
+        headline_candidates(rule, model) or (),
+        writers,
+        batched,
+        epochs,
+        steps,
+        batch_size,
+        lr_schedule,
+    )
     bar = Progress(epochs, steps) if progress else None
     for epoch in range(first_epoch, epochs + 1):
         if all(d is not None for d in record.diverged):
@@ -400,11 +408,11 @@ def _seed_results(rec, record, state, s, chosen_on, wall) -> dict[str, Any]:
     last = history[-1] if history else {}
     final = {k: last.get(k) for k in last if k.startswith(("train_", "test_", "val_"))}
     prediction = None
-    if rec.rule.headline_modes:
+    if rec.candidates:
         prediction = {
             "mode": last.get("prediction_mode"),
             "chosen_on": chosen_on,
-            "candidates": list(rec.rule.headline_modes),
+            "candidates": list(rec.candidates),
         }
     steady = record.steady_time
     return {
