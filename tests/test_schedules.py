@@ -3,6 +3,8 @@ epoch boundaries, the FF codes' linear cool-down, and their config errors."""
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 import optax
 import pytest
@@ -83,6 +85,7 @@ def test_linear_cooldown_reaches_the_ff_readout_too(tmp_path, monkeypatch):
 
     built_opts = []
 
+    @functools.wraps(make_optimizer)  # the same signature: `name` is passed on
     def spy(*args, **kwargs):
         built_opts.append((kwargs, make_optimizer(*args, **kwargs)))
         return built_opts[-1][1]

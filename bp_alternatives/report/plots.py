@@ -12,8 +12,10 @@ import os
 import re
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
+from bp_alternatives.experiment import restore
 from bp_alternatives.report import style
 from bp_alternatives.report.figures import num_stages, series
 from bp_alternatives.report.runs import RunRecord
@@ -79,11 +81,6 @@ def restore_predictor(run: RunRecord):
     reports a best-validation epoch."""
     if run.status != "ok":
         return None
-    # the training stack loads only when a decision boundary is drawn
-    import jax
-
-    from bp_alternatives.experiment import restore
-
     restored = restore(os.path.dirname(run.path))
     return None if restored is None else (restored.data, jax.jit(restored.scores))
 
