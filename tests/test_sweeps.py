@@ -128,11 +128,11 @@ def test_parallel_launchers(tmp_path, launcher):
         tmp_path,
         f"hydra/launcher={launcher}",
         "rule=bp,manual_bp",
-        "seed=0,1",
+        "seed=0",
         "model.activation=tanh,swish",
     )
     dirs = {d for d in os.listdir(tmp_path) if "=" in d}
-    assert len(dirs) == 8, (dirs, proc.stderr[-3000:])
+    assert len(dirs) == 4, (dirs, proc.stderr[-3000:])
     statuses = {}
     for d in dirs:
         res = read(tmp_path / d / "results.json")
@@ -140,7 +140,7 @@ def test_parallel_launchers(tmp_path, launcher):
         assert f"rule={res['rule']}" in d and f"seed={res['seed']}" in d
     assert statuses == {d: ("failed" if "swish" in d else "ok") for d in dirs}
     assert proc.returncode == 1
-    assert "sweep: 8 runs: 4 ok, 4 failed" in proc.stdout
+    assert "sweep: 4 runs: 2 ok, 2 failed" in proc.stdout
     if launcher == "submitit_local":  # really went through submitit
         assert os.listdir(tmp_path / ".submitit")
 
