@@ -16,7 +16,7 @@ validation, then several seeds on test.
    ``<out_dir>/search/<rule>/search.json`` (every trial, its value, the chosen point);
 3. **evaluate**: the chosen configuration over ``protocol.seeds`` on test, the seeds
    trained together under ``vmap`` (``trainer.seeds``), in ``<out_dir>/eval/<rule>``.
-   A re-run retrains nothing that finished (``train.run`` skips finished runs).
+   A re-run retrains nothing that finished (``experiment.run`` skips finished runs).
 
 Then the table with statistics (``report.stats``) and the figures
 (``report.figures``) go to ``<out_dir>/report/``.

@@ -111,7 +111,7 @@ def fa(
       optimizer: Kolen-Pollack (Akrout et al. 2019): ``B`` receives the same update
         as ``W`` plus the same weight decay. The run's optimizer only ever sees
         ``params``, so the rule runs its own copy of that optimizer on ``B``
-        (``train.build_rule`` passes the run's optimizer; ``rule.optimizer`` in
+        (``experiment.build_rule`` passes the run's optimizer; ``rule.optimizer`` in
         the config names another), fed the same local gradient ``dW`` the rule
         returns for ``W``. Same gradients, same optimizer state: ``B`` and ``W`` get
         the same step, except for the decay term, which acts on each itself --
