@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.model import Model, Stage, apply_linear, output
+from bp_alternatives.model import Model, output
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import (
@@ -69,18 +69,22 @@ from bp_alternatives.rules._base import (
     train_step,
 )
 from bp_alternatives.rules._forward_forward_parts import (
+    FFOptions,
     check_index,
     check_model,
     check_options,
     embed_label,
+    ff_forward,
     goodness_of,
+    goodness_table,
     hardest_wrong_labels,
     label_scale_of,
-    normalise_length,
     range_mode,
+    readout_features,
     sample_readout_wrong_labels,
     sample_wrong_labels,
     stage_ranges,
+    stage_theta,
     thresholds_of,
 )
 
@@ -118,92 +122,17 @@ def _stage_steps(schedule, steps_per_stage, epochs_per_stage, steps_per_epoch):
     return int(epochs_per_stage) * int(steps_per_epoch)
 
 
-class _Options(NamedTuple):
-    """The ``ff`` factory's resolved options, shared by init, update and predict."""
-
-    model: Model  # its hidden stages are the FF stages
-    goodness: str
-    thresholds: tuple | None  # theta_l per FF stage; None: the stage's width
-    normalise: str
-    eps: float
-    label_scale: float | str
-    negatives: str
-    schedule: str
-    steps_per_stage: int | None
-    peer_weight: float
-    peer_momentum: float
-    auto: bool  # goodness_from="auto": every stage range is a prediction mode
-    goodness_from: int
-    ranges: list[tuple[int, int]]  # the stage ranges predicted from
-    readout_from: int
-    readout_opt: optax.GradientTransformation
-    straight_through: bool
-
-
-def _theta(o: _Options, l: int, h: jax.Array):
-    """theta_l: the configured threshold, or the stage's number of units."""
-    if o.thresholds is None:
-        return float(math.prod(h.shape[1:]))
-    return o.thresholds[l]
-
-
-def _stage_forward(o: _Options, stage: Stage, p, z):
-    """A stage's activity ``h`` and its output (``post`` applied to ``h``)."""
-    a = apply_linear(stage, p, z)
-    h = stage.act.fn(a)
-    if o.straight_through:
-        # loeweX's ReLU_full_grad: value f(a), gradient as if f were the identity.
-        h = a + _sg(h - a)
-    return h, stage.post_op.fn(h)
-
-
-def _ff_forward(o: _Options, params, x):
-    """Activities ``h_l`` and normalised outputs ``z_l`` of every FF stage."""
-    z = normalise_length(x, o.normalise, o.eps)
-    hs, zs = [], []
-    for l, stage in enumerate(o.model.stages[:-1]):
-        # sg: no gradient passes between stages
-        h, out = _stage_forward(o, stage, params[l], _sg(z))
-        z = normalise_length(out, o.normalise, o.eps)
-        hs.append(h)
-        zs.append(z)
-    return hs, zs
-
-
-def _goodness_table(o: _Options, params, x, scale):
-    """``G[b, c, l]``: stage l's goodness for example b with label c embedded."""
-    b, C, n = x.shape[0], o.model.num_outputs, o.model.num_stages - 1
-    # all labels at once, ordered (label, example): [C * B, ...]
-    xs = jnp.broadcast_to(x[None], (C, *x.shape))
-    xs = xs.reshape(-1, *x.shape[1:])
-    labels = jnp.repeat(jnp.eye(C, dtype=x.dtype), b, axis=0)
-    xs = embed_label(xs, labels, jnp.tile(scale, C))
-    hs, _ = _ff_forward(o, params, xs)
-    g = jnp.stack([goodness_of(h, o.goodness) for h in hs], axis=-1)
-    return jnp.swapaxes(g.reshape(C, b, n), 0, 1)
-
-
-def _readout_features(o: _Options, params, x, scale):
-    """The read-out's input ``[B, D_r]``: stage outputs under the neutral label."""
-    C = o.model.num_outputs
-    neutral = jnp.full((x.shape[0], C), 1.0 / C, x.dtype)
-    _, zs = _ff_forward(o, params, embed_label(x, neutral, scale))
-    return _sg(
-        jnp.concatenate([z.reshape(z.shape[0], -1) for z in zs[o.readout_from :]], -1)
-    )
-
-
-def _objective(o: _Options, params, x_pos, x_neg, running_mean, active):
+def _objective(o: FFOptions, params, x_pos, x_neg, running_mean, active):
     """The summed goodness (and peer) losses of the active stages; aux: the metrics
     and the new running means."""
     b = x_pos.shape[0]
-    hs, _ = _ff_forward(o, params, jnp.concatenate([x_pos, x_neg]))
+    hs, _ = ff_forward(o, params, jnp.concatenate([x_pos, x_neg]))
     total = jnp.zeros((), x_pos.dtype)
     aux = {k: [] for k in ("ff_loss", "peer_loss", "goodness_pos", "goodness_neg")}
     aux["ff_accuracy"], new_mean = [], []
     for l, h in enumerate(hs):
         g = goodness_of(h, o.goodness)
-        g_pos, g_neg, t = g[:b], g[b:], _theta(o, l, h)
+        g_pos, g_neg, t = g[:b], g[b:], stage_theta(o, l, h)
         ff_l = jnp.mean(jax.nn.softplus(t - g_pos) + jax.nn.softplus(g_neg - t))
         # loeweX: running mean of each unit's activity on positive data only.
         r = _sg(running_mean[l]) * o.peer_momentum + jnp.mean(h[:b], axis=0) * (
@@ -224,11 +153,11 @@ def _objective(o: _Options, params, x_pos, x_neg, running_mean, active):
     return total, (metrics, tuple(new_mean))
 
 
-def _init(o: _Options, params) -> FFState:
+def _init(o: FFOptions, params) -> FFState:
     """The zero read-out and running means of 0.5."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     x = jnp.zeros((1, *o.model.input_shape), dtype)
-    hs, zs = jax.eval_shape(lambda p, x: _ff_forward(o, p, x), params, x)
+    hs, zs = jax.eval_shape(lambda p, x: ff_forward(o, p, x), params, x)
     d_r = sum(math.prod(z.shape[1:]) for z in zs[o.readout_from :])
     readout = jnp.zeros((d_r, o.model.num_outputs), dtype)  # loeweX: zero-init
     return FFState(
@@ -238,19 +167,19 @@ def _init(o: _Options, params) -> FFState:
     )
 
 
-def _wrong_labels(o: _Options, params, state: FFState, x, y, scale, feats, key):
+def _wrong_labels(o: FFOptions, params, state: FFState, x, y, scale, feats, key):
     """The negatives' labels ``[B]`` (``rule.negatives``)."""
     if o.negatives == "random":
         return sample_wrong_labels(key, y, o.model.num_outputs)
     if o.negatives == "hard":  # the most-confused wrong label (Hinton 2022, 3.3)
         # (auto: goodness_from is 0, all stages)
-        g = _sg(_goodness_table(o, params, x, scale))
+        g = _sg(goodness_table(o, params, x, scale))
         return hardest_wrong_labels(jnp.sum(g[..., o.goodness_from :], -1), y)
     # Hinton's code: sample in proportion to the read-out's softmax
     return sample_readout_wrong_labels(key, feats @ state.trainable.params, y)
 
 
-def _update(o: _Options, params, state: FFState, batch, key):
+def _update(o: FFOptions, params, state: FFState, batch, key):
     """Each active FF stage's goodness gradient, a read-out step, the metrics."""
     x, y = batch.x, batch.y
     if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
@@ -260,7 +189,7 @@ def _update(o: _Options, params, state: FFState, batch, key):
     C, n = o.model.num_outputs, o.model.num_stages - 1
     scale = label_scale_of(x, o.label_scale)
     x_pos = embed_label(x, jax.nn.one_hot(y, C, dtype=x.dtype), scale)
-    feats = _readout_features(o, params, x, scale)  # neutral label, [B, D_r]
+    feats = readout_features(o, params, x, scale)  # neutral label, [B, D_r]
     y_neg = _wrong_labels(o, params, state, x, y, scale, feats, key)
     x_neg = embed_label(x, jax.nn.one_hot(y_neg, C, dtype=x.dtype), scale)
     if o.schedule == "all":
@@ -289,14 +218,14 @@ def _update(o: _Options, params, state: FFState, batch, key):
     return grads, new_state, metrics
 
 
-def _predict(o: _Options, params, state: FFState, x) -> Prediction:
+def _predict(o: FFOptions, params, state: FFState, x) -> Prediction:
     """Goodness per stage range and label, and the read-out (see ``ff``)."""
     scale = label_scale_of(x, o.label_scale)
-    g = _goodness_table(o, params, x, scale)  # [B, C, N]
+    g = goodness_table(o, params, x, scale)  # [B, C, N]
     by_range = {
         range_mode(a, b): jnp.sum(g[..., a : b + 1], axis=-1) for a, b in o.ranges
     }
-    logits = _readout_features(o, params, x, scale) @ state.trainable.params
+    logits = readout_features(o, params, x, scale) @ state.trainable.params
     if o.auto:  # every range a candidate for the headline
         headline, others = by_range, {}
     else:
@@ -427,7 +356,7 @@ def ff(
         goodness, normalise, negatives, schedule, label_scale, steps_per_stage
     )
     auto = goodness_from == "auto"
-    o = _Options(
+    o = FFOptions(
         model=model,
         goodness=goodness,
         thresholds=thresholds_of(threshold, n),
