@@ -36,20 +36,20 @@ import jax.numpy as jnp
 import optax
 
 from bp_alternatives.geometry import angle_deg
-from bp_alternatives.model import Model, stage_fn
+from bp_alternatives.model import Model
 from bp_alternatives.model.losses import Loss, as_targets
-from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import (
     LearningRule,
     Trainable,
-    UnsupportedModelError,
     init_trainable,
     train_step,
 )
-
-SYNTHESIZERS = ("linear", "mlp", "oracle")
-
-SynthParams = tuple[dict[str, jax.Array], ...]  # one synthesizer: its dense layers
+from bp_alternatives.rules._synthetic_gradients_parts import (
+    SGOptions,
+    apply_synthesizer,
+    init_synthesizer,
+    resolve_options,
+)
 
 
 class SyntheticGradientsState(NamedTuple):
@@ -65,139 +65,7 @@ class SyntheticGradientsState(NamedTuple):
     step: jax.Array  # int32 scalar: updates done so far (drives warm-up)
 
 
-def init_synthesizer(
-    key: jax.Array,
-    d_in: int,
-    d_out: int,
-    kind: str,
-    hidden_layers: int,
-    width: int,
-    dtype,
-) -> SynthParams:
-    """One synthesizer ``[B, d_in] -> [B, d_out]``; its final layer is all zeros.
-
-    ``linear``: one dense layer. ``mlp``: ``hidden_layers`` ReLU layers of ``width``
-    units (He-normal weights, zero biases) then the zero-initialised output layer.
-    The zero output layer is the paper's trick: training starts as "no gradient" for
-    the hidden stages rather than as noise (Jaderberg et al. 2017). The paper's
-    synthesizers also use batch normalisation; these do not (no stage of the shared
-    model has any).
-    """
-    widths = [d_in] + ([width] * hidden_layers if kind == "mlp" else []) + [d_out]
-    keys = jax.random.split(key, len(widths) - 1)
-    layers = []
-    pairs = zip(widths[:-1], widths[1:], strict=True)
-    for i, (k, (n_in, n_out)) in enumerate(zip(keys, pairs, strict=True)):
-        if i == len(widths) - 2:
-            kernel = jnp.zeros((n_in, n_out), dtype)
-        else:
-            kernel = jax.nn.initializers.he_normal()(k, (n_in, n_out), dtype)
-        layers.append({"kernel": kernel, "bias": jnp.zeros((n_out,), dtype)})
-    return tuple(layers)
-
-
-def apply_synthesizer(theta: SynthParams, z: jax.Array) -> jax.Array:
-    """``M(z)``: ReLU dense layers, the last one linear. ``z`` is ``[B, d_in]``."""
-    for layer in theta[:-1]:
-        z = jax.nn.relu(z @ layer["kernel"] + layer["bias"])
-    return z @ theta[-1]["kernel"] + theta[-1]["bias"]
-
-
-def _decoupled_stages(decouple, n_hidden: int) -> tuple[int, ...]:
-    """``rule.decouple`` as sorted hidden-stage indices; ValueError names the fix."""
-    if isinstance(decouple, str):
-        if decouple != "all":
-            raise ValueError(
-                f"rule.decouple must be 'all' or a list of hidden-stage indices, got "
-                f"{decouple!r}"
-            )
-        return tuple(range(n_hidden))
-    stages = sorted({int(l) for l in decouple})
-    bad = [l for l in stages if not 0 <= l < n_hidden]
-    if bad:
-        raise ValueError(
-            f"rule.decouple={list(decouple)} has indices {bad} outside the hidden "
-            f"stages 0..{n_hidden - 1}; the read-out (stage {n_hidden}) always gets "
-            "its true gradient"
-        )
-    return tuple(stages)
-
-
-class _Options(NamedTuple):
-    """The ``sg`` factory's resolved options, shared by its init and update."""
-
-    fns: tuple  # stage_fn of every stage
-    loss: Loss
-    input_shape: tuple[int, ...]
-    num_outputs: int
-    n_hidden: int  # L-1
-    decoupled: tuple[int, ...]  # sorted hidden-stage indices with a synthesizer
-    synthesizer: str
-    oracle: bool
-    conditioned: bool
-    synth_hidden_layers: int
-    synth_width: int
-    opt: optax.GradientTransformation  # trains the synthesizers
-    warmup_steps: int
-    diagnostics: bool
-
-
-def _resolve(
-    model: Model,
-    loss: Loss,
-    *,
-    synthesizer,
-    conditioned,
-    synth_hidden_layers,
-    synth_width,
-    optimizer,
-    warmup_steps,
-    diagnostics,
-    decouple,
-) -> _Options:
-    """``sg``'s options checked (errors name the field) and resolved."""
-    if model.num_stages < 2:
-        raise UnsupportedModelError(
-            "rule=sg needs at least one hidden stage (a synthesizer sits after each "
-            f"hidden stage); the model has {model.num_stages} stage(s): use a "
-            "non-empty model.hidden"
-        )
-    if synthesizer not in SYNTHESIZERS:
-        raise ValueError(
-            f"rule.synthesizer must be one of {list(SYNTHESIZERS)}, got {synthesizer!r}"
-        )
-    if synthesizer == "mlp" and int(synth_hidden_layers) < 1:
-        raise ValueError(
-            f"rule.synth_hidden_layers must be >= 1 for synthesizer=mlp, got "
-            f"{synth_hidden_layers}"
-        )
-    if int(synth_width) < 1:
-        raise ValueError(f"rule.synth_width must be positive, got {synth_width}")
-    if int(warmup_steps) < 0:
-        raise ValueError(f"rule.warmup_steps must be >= 0, got {warmup_steps}")
-    return _Options(
-        fns=tuple(stage_fn(s) for s in model.stages),
-        loss=loss,
-        input_shape=tuple(model.input_shape),
-        num_outputs=model.num_outputs,
-        n_hidden=model.num_stages - 1,
-        decoupled=_decoupled_stages(decouple, model.num_stages - 1),
-        synthesizer=synthesizer,
-        oracle=synthesizer == "oracle",
-        conditioned=conditioned,
-        synth_hidden_layers=int(synth_hidden_layers),
-        synth_width=int(synth_width),
-        opt=(
-            make_optimizer("adam", 1e-3, total_steps=1)
-            if optimizer is None
-            else optimizer
-        ),
-        warmup_steps=int(warmup_steps),
-        diagnostics=diagnostics,
-    )
-
-
-def _synth_input(o: _Options, h: jax.Array, y: jax.Array) -> jax.Array:
+def _synth_input(o: SGOptions, h: jax.Array, y: jax.Array) -> jax.Array:
     """The synthesizer's input ``[B, D_l]``: ``h_l`` flattened (cDNI: and the label)."""
     z = h.reshape(h.shape[0], -1)  # [B, D_l]
     if o.conditioned:
@@ -205,7 +73,7 @@ def _synth_input(o: _Options, h: jax.Array, y: jax.Array) -> jax.Array:
     return z
 
 
-def _init(o: _Options, key: jax.Array, params) -> SyntheticGradientsState:
+def _init(o: SGOptions, key: jax.Array, params) -> SyntheticGradientsState:
     """Zero-output synthesizers after the decoupled stages, their optimizer state."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     x = jax.ShapeDtypeStruct((1, *o.input_shape), dtype)
@@ -259,7 +127,7 @@ def _exact_backprop(vjps, dL_dh_last, n_hidden: int):
     return tuple(deltas), tuple(grads)
 
 
-def _true_signals(o: _Options, params, hs, vjps, dL_dh_last, warm):
+def _true_signals(o: SGOptions, params, hs, vjps, dL_dh_last, warm):
     """Exact ``(dL/dh_l, dL/dparams_l)`` when diagnostics, the oracle or the warm-up
     need them (zeros after warm-up when only the warm-up does), else ``(None, None)``.
     """
@@ -289,7 +157,7 @@ class _Pass(NamedTuple):
     warm: jax.Array  # traced bool scalar: still warming up
 
 
-def _synth_objective(o: _Options, theta, fw: _Pass):
+def _synth_objective(o: SGOptions, theta, fw: _Pass):
     """Summed regression loss of the synthesizers ``theta`` and, as aux, the per-
     boundary losses ``[D]``, the signals each hidden stage trains on and its
     directions.
@@ -335,7 +203,7 @@ def _synth_objective(o: _Options, theta, fw: _Pass):
     return jnp.sum(losses), (losses, tuple(used), tuple(directions))
 
 
-def _update(o: _Options, params, state: SyntheticGradientsState, batch):
+def _update(o: SGOptions, params, state: SyntheticGradientsState, batch):
     """One step: the direction for every stage, the new state, the metrics."""
     x, y = batch
     warm = state.step < o.warmup_steps  # traced bool scalar
@@ -446,7 +314,7 @@ def sg(
       Czarnecki et al. (2017), "Understanding Synthetic Gradients and Decoupled
       Neural Interfaces", ICML 2017.
     """
-    o = _resolve(
+    o = resolve_options(
         model,
         loss,
         synthesizer=synthesizer,
@@ -469,10 +337,4 @@ def sg(
     return LearningRule(init_fn, update_fn)
 
 
-__all__ = [
-    "SYNTHESIZERS",
-    "SyntheticGradientsState",
-    "apply_synthesizer",
-    "init_synthesizer",
-    "sg",
-]
+__all__ = ["SyntheticGradientsState", "sg"]
