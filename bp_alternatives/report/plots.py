@@ -3,7 +3,7 @@ backend): learning curves per row with a min-max band over seeds, the alignment 
 per stage over epochs, the per-stage exact gradient norm over epochs on a log scale
 (the vanishing-gradient picture) and, for models with 2-D inputs (``data=xor``), the
 decision boundary of each row, drawn from the trained state the run left in its
-directory (``experiment.restore``: ``checkpoint.msgpack``, written at the last epoch
+directory (``restore.restore``: ``checkpoint.msgpack``, written at the last epoch
 when ``trainer.checkpoint_every > 0``)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from bp_alternatives.experiment import restore
 from bp_alternatives.report import style
 from bp_alternatives.report.figures import num_stages, series
 from bp_alternatives.report.runs import RunRecord
 from bp_alternatives.report.table import Table, build_table, column_labels, row_labels
+from bp_alternatives.restore import restore
 
 STAGE_PLOTS = (  # history key, y label, log scale, file name
     ("alignment_deg", "alignment with the gradient (deg)", False, "alignment"),
@@ -72,7 +72,7 @@ def plot_all(
 
 
 def restore_predictor(run: RunRecord):
-    """``(dataset, scores_fn)`` of a finished run (``experiment.restore`` of its
+    """``(dataset, scores_fn)`` of a finished run (``restore.restore`` of its
     directory); ``scores_fn(x) -> [B, C]`` is the rule's prediction (the ``predict``
     mode its headline used at the last epoch, e.g. FF's goodness of the chosen
     stages; else the first) or the model's output. ``None`` if the run left no state

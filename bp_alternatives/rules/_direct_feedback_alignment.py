@@ -42,6 +42,103 @@ class DirectFeedbackAlignmentState(NamedTuple):
     B: tuple[jax.Array, ...]
 
 
+class _Options(NamedTuple):
+    """The ``dfa`` factory's resolved options, shared by its init and update."""
+
+    model: Model
+    loss: Loss
+    feedback: str
+    scale: float
+    n_hidden: list[int]  # n_l: per-example pre-activation size of hidden stage l
+    n_out: int  # the read-out's
+
+
+def _resolve(model: Model, loss: Loss, feedback: str, scale: float) -> _Options:
+    """``dfa``'s options checked (errors name the field and the fix) and resolved."""
+    if feedback not in DFA_FEEDBACKS:
+        raise ValueError(
+            f"unknown rule.feedback {feedback!r} for rule=dfa; valid: "
+            f"{list(DFA_FEEDBACKS)}"
+        )
+    if model.num_stages < 2:
+        raise UnsupportedModelError(
+            f"rule=dfa needs at least one hidden stage; the model has only the "
+            f"read-out stage {model.stages[0].name!r} (give model.hidden a width)"
+        )
+    # Per-example pre-activation sizes, from shapes only (no compute).
+    x_spec = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+
+    def _shapes(key, x):
+        _, caches = forward(model, init_params(model, key), x)
+        return [c.a for c in caches]
+
+    a_specs = jax.eval_shape(_shapes, jax.random.PRNGKey(0), x_spec)
+    n = [math.prod(a.shape[1:]) for a in a_specs]  # n_1..n_{L-1}, then n_out
+    n_hidden, n_out = n[:-1], n[-1]
+
+    return _Options(model, loss, feedback, scale, n_hidden, n_out)
+
+
+def _init(o: _Options, key: jax.Array, params) -> DirectFeedbackAlignmentState:
+    """Draw the fixed feedback matrices (see ``DirectFeedbackAlignmentState``)."""
+    dtype = params[-1]["kernel"].dtype
+    scale, n_hidden = o.scale, o.n_hidden
+    if o.feedback == "independent":
+        B = tuple(
+            jax.random.uniform(
+                jax.random.fold_in(key, l),
+                (o.n_out, n_l),
+                dtype,
+                minval=-scale / math.sqrt(n_l),
+                maxval=scale / math.sqrt(n_l),
+            )
+            for l, n_l in enumerate(n_hidden)
+        )
+    else:
+        # Pitfall of a shared matrix (docs/references.md): stages of equal width get
+        # the same columns B[:, :n_l], hence identical feedback signals e B_l.
+        width = max(n_hidden)
+        B = (
+            jax.random.uniform(
+                key,
+                (o.n_out, width),
+                dtype,
+                minval=-scale / math.sqrt(width),
+                maxval=scale / math.sqrt(width),
+            ),
+        )
+    return DirectFeedbackAlignmentState(B=B)
+
+
+def _feedback_matrix(o: _Options, state: DirectFeedbackAlignmentState, l: int):
+    """``B_l`` ``[n_out, n_l]`` of hidden stage ``l``."""
+    if o.feedback == "independent":
+        return state.B[l]
+    return state.B[0][:, : o.n_hidden[l]]
+
+
+def _update(o: _Options, params, state: DirectFeedbackAlignmentState, batch):
+    """The read-out's true gradient; hidden stages' from the projected error."""
+    model = o.model
+    out, caches = forward(model, params, batch.x)
+    value, dout = jax.value_and_grad(o.loss.value)(out, batch.y)
+    readout, c_L = model.stages[-1], caches[-1]
+    _, pull_readout = jax.vjp(nonlinear_part(readout), c_L.a)
+    (e,) = pull_readout(dout)  # dL/d(a_L)   [B, ...]
+    e_flat = e.reshape(e.shape[0], -1)  # [B, n_out]
+    grads = []
+    for l, stage in enumerate(model.stages[:-1]):
+        c = caches[l]
+        projected = (e_flat @ _feedback_matrix(o, state, l)).reshape(c.a.shape)
+        _, pull_f = jax.vjp(stage.act.fn, c.a)
+        (delta_a,) = pull_f(projected)  # (e B_l) * f'(a_l)
+        _, pull_p = params_vjp(stage, params[l], c.x)
+        grads.append(pull_p(delta_a)[0])
+    _, pull_p = params_vjp(readout, params[-1], c_L.x)
+    grads.append(pull_p(e)[0])  # the read-out's true gradient
+    return tuple(grads), state, {"loss": value}
+
+
 def dfa(
     model: Model,
     loss: Loss,
@@ -74,79 +171,13 @@ def dfa(
       Launay, Poli, Boniface & Krzakala (2020), "Direct feedback alignment scales to
       modern deep learning tasks and architectures", NeurIPS 33 (TinyDFA).
     """
-    if feedback not in DFA_FEEDBACKS:
-        raise ValueError(
-            f"unknown rule.feedback {feedback!r} for rule=dfa; valid: "
-            f"{list(DFA_FEEDBACKS)}"
-        )
-    if model.num_stages < 2:
-        raise UnsupportedModelError(
-            f"rule=dfa needs at least one hidden stage; the model has only the "
-            f"read-out stage {model.stages[0].name!r} (give model.hidden a width)"
-        )
-    hidden = model.stages[:-1]
-    # Per-example pre-activation sizes, from shapes only (no compute).
-    x_spec = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
-
-    def _shapes(key, x):
-        _, caches = forward(model, init_params(model, key), x)
-        return [c.a for c in caches]
-
-    a_specs = jax.eval_shape(_shapes, jax.random.PRNGKey(0), x_spec)
-    n = [math.prod(a.shape[1:]) for a in a_specs]  # n_1..n_{L-1}, then n_out
-    n_hidden, n_out = n[:-1], n[-1]
+    o = _resolve(model, loss, feedback, scale)
 
     def init_fn(key, params):
-        dtype = params[-1]["kernel"].dtype
-        if feedback == "independent":
-            B = tuple(
-                jax.random.uniform(
-                    jax.random.fold_in(key, l),
-                    (n_out, n_l),
-                    dtype,
-                    minval=-scale / math.sqrt(n_l),
-                    maxval=scale / math.sqrt(n_l),
-                )
-                for l, n_l in enumerate(n_hidden)
-            )
-        else:
-            # Pitfall of a shared matrix (docs/references.md): stages of equal width get
-            # the same columns B[:, :n_l], hence identical feedback signals e B_l.
-            width = max(n_hidden)
-            B = (
-                jax.random.uniform(
-                    key,
-                    (n_out, width),
-                    dtype,
-                    minval=-scale / math.sqrt(width),
-                    maxval=scale / math.sqrt(width),
-                ),
-            )
-        return DirectFeedbackAlignmentState(B=B)
-
-    def feedback_matrix(state, l):
-        if feedback == "independent":
-            return state.B[l]
-        return state.B[0][:, : n_hidden[l]]
+        return _init(o, key, params)
 
     def update_fn(params, state, batch, key):
         del key
-        out, caches = forward(model, params, batch.x)
-        value, dout = jax.value_and_grad(loss.value)(out, batch.y)
-        readout, c_L = model.stages[-1], caches[-1]
-        _, pull_readout = jax.vjp(nonlinear_part(readout), c_L.a)
-        (e,) = pull_readout(dout)  # dL/d(a_L)   [B, ...]
-        e_flat = e.reshape(e.shape[0], -1)  # [B, n_out]
-        grads = []
-        for l, stage in enumerate(hidden):
-            c = caches[l]
-            projected = (e_flat @ feedback_matrix(state, l)).reshape(c.a.shape)
-            _, pull_f = jax.vjp(stage.act.fn, c.a)
-            (delta_a,) = pull_f(projected)  # (e B_l) * f'(a_l)
-            _, pull_p = params_vjp(stage, params[l], c.x)
-            grads.append(pull_p(delta_a)[0])
-        _, pull_p = params_vjp(readout, params[-1], c_L.x)
-        grads.append(pull_p(e)[0])  # the read-out's true gradient
-        return tuple(grads), state, {"loss": value}
+        return _update(o, params, state, batch)
 
     return LearningRule(init_fn, update_fn)

@@ -101,6 +101,144 @@ def energy(
     return e
 
 
+class _Options(NamedTuple):
+    """The ``ep`` factory's resolved options, shared by its update and predict."""
+
+    model: Model
+    loss: Loss
+    beta: float
+    T1: int
+    T2: int
+    epsilon: float
+    symmetric: bool
+    random_sign: bool
+    free_init: str
+    clipped: list[bool]  # per stage: hard_sigmoid states are clipped to [0, 1]
+
+
+def _resolve(
+    model: Model, loss: Loss, beta, T1, T2, epsilon, symmetric, random_sign, free_init
+) -> _Options:
+    """``ep``'s options checked (ValueError/UnsupportedModelError name the fix)."""
+    for name, value in (("beta", beta), ("epsilon", epsilon)):
+        if not value > 0:
+            raise ValueError(f"rule.{name} must be > 0 for rule=ep, got {value}")
+    for name, value in (("T1", T1), ("T2", T2)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"rule.{name} must be an integer >= 1, got {value}")
+    if free_init not in FREE_INITS:
+        raise ValueError(
+            f"unknown rule.free_init {free_init!r} for rule=ep; valid: "
+            f"{list(FREE_INITS)}"
+        )
+    if symmetric and random_sign:
+        raise ValueError(
+            "rule.symmetric=true already nudges with +beta and -beta; "
+            "set rule.random_sign=false"
+        )
+    _check_model(model)
+    clipped = [stage.activation == "hard_sigmoid" for stage in model.stages]
+    return _Options(
+        model,
+        loss,
+        beta,
+        int(T1),
+        int(T2),
+        epsilon,
+        symmetric,
+        random_sign,
+        free_init,
+        clipped,
+    )
+
+
+def _relax(o: _Options, params, s, a_1, T, beta_, y) -> Relaxed:
+    """``T`` steps of ``s <- s - epsilon dF/ds``; ``beta_ = None``: free phase."""
+    stages, L, epsilon = o.model.stages, o.model.num_stages, o.epsilon
+    n = a_1.shape[0]
+
+    def F_sum(s):  # sum over examples of F: each example's own dynamics
+        F = jnp.sum(energy(stages, params, s, a_1))
+        if beta_ is not None:
+            F = F + beta_ * n * o.loss.value(s[-1], y)  # n * mean = sum of C_i
+        return F
+
+    def step(_, carry):
+        s, _ = carry
+        grad = jax.grad(F_sum)(s)
+        # hard_sigmoid states are clipped to [0, 1] after each step, as in
+        # Scellier & Bengio's code (model.py); outside it rho' = 0 and the
+        # 1/2 ||s||^2 term alone would pull them back
+        new = tuple(
+            jnp.clip(s_l - epsilon * g, 0.0, 1.0) if c else s_l - epsilon * g
+            for s_l, g, c in zip(s, grad, o.clipped)
+        )
+        delta = jnp.stack([jnp.max(jnp.abs(a - b)) for a, b in zip(new, s)])
+        return new, delta
+
+    delta0 = jnp.zeros((L,), a_1.dtype)
+    return Relaxed(*jax.lax.fori_loop(0, T, step, (s, delta0)))
+
+
+def _free_phase(o: _Options, params, x) -> tuple[Relaxed, jax.Array]:
+    """The free phase from ``free_init``; also ``a_1``, the input's drive on stage 1."""
+    a_1 = apply_linear(o.model.stages[0], params[0], x)
+    if o.free_init == "zeros":
+        s = tuple(
+            jnp.zeros((x.shape[0], p["kernel"].shape[-1]), a_1.dtype) for p in params
+        )
+    else:
+        s = tuple(c.h for c in forward(o.model, params, x)[1])
+    return _relax(o, params, s, a_1, o.T1, None, None), a_1
+
+
+def _contrast(stages, params, x, s_hi, s_lo, scale):
+    """``scale * (dE/dtheta(s_hi) - dE/dtheta(s_lo))``, batch mean."""
+
+    def diff(p):
+        a_1 = apply_linear(stages[0], p[0], x)
+        e_hi = energy(stages, p, s_hi, a_1)
+        return scale * jnp.mean(e_hi - energy(stages, p, s_lo, a_1))
+
+    return jax.grad(diff)(params)
+
+
+def _update(o: _Options, params, state, batch, key):
+    """Free phase, nudged phase(s), the contrast of the two as the direction."""
+    stages, loss = o.model.stages, o.loss
+    x, y = batch
+    free, a_1 = _free_phase(o, params, x)
+    s0 = free.s
+    b = o.beta
+    if o.random_sign:
+        b = o.beta * jax.random.rademacher(key, (), a_1.dtype)
+    plus = _relax(o, params, s0, a_1, o.T2, b, y)
+    if o.symmetric:
+        minus = _relax(o, params, s0, a_1, o.T2, -b, y)
+        direction = _contrast(stages, params, x, plus.s, minus.s, 0.5 / b)
+        delta_nudged = jnp.maximum(plus.delta, minus.delta)
+    else:
+        direction = _contrast(stages, params, x, plus.s, s0, 1.0 / b)
+        delta_nudged = plus.delta
+    e_plus = jnp.mean(energy(stages, params, plus.s, a_1))
+    metrics = {
+        "loss": loss.value(s0[-1], y),
+        "energy_free": jnp.mean(energy(stages, params, s0, a_1)),
+        "energy_nudged": e_plus + b * loss.value(plus.s[-1], y),
+        "delta_free": free.delta,
+        "delta_nudged": delta_nudged,
+    }
+    return direction, state, metrics
+
+
+def _predict(o: _Options, params, state, x) -> Prediction:
+    """The read-out state of the free fixed point ``[B, C]``: output, headline
+    and loss output (the direction approximates the gradient of the loss there)."""
+    del state
+    s_L = _free_phase(o, params, x)[0].s[-1]
+    return Prediction(output=s_L, headline={"": s_L}, others={})
+
+
 def ep(
     model: Model,
     loss: Loss,
@@ -151,107 +289,16 @@ def ep(
       Equilibrium Propagation to Deep ConvNets by Drastically Reducing its Gradient
       Estimator Bias", Front. Neurosci. 15:633674 (symmetric nudging).
     """
-    for name, value in (("beta", beta), ("epsilon", epsilon)):
-        if not value > 0:
-            raise ValueError(f"rule.{name} must be > 0 for rule=ep, got {value}")
-    for name, value in (("T1", T1), ("T2", T2)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"rule.{name} must be an integer >= 1, got {value}")
-    if free_init not in FREE_INITS:
-        raise ValueError(
-            f"unknown rule.free_init {free_init!r} for rule=ep; valid: "
-            f"{list(FREE_INITS)}"
-        )
-    if symmetric and random_sign:
-        raise ValueError(
-            "rule.symmetric=true already nudges with +beta and -beta; "
-            "set rule.random_sign=false"
-        )
-    _check_model(model)
-    stages, L, T1, T2 = model.stages, model.num_stages, int(T1), int(T2)
-    clipped = [stage.activation == "hard_sigmoid" for stage in stages]
-
-    def relax(params, s, a_1, T, beta_, y) -> Relaxed:
-        """``T`` steps of ``s <- s - epsilon dF/ds``; ``beta_ = None``: free phase."""
-        n = a_1.shape[0]
-
-        def F_sum(s):  # sum over examples of F: each example's own dynamics
-            F = jnp.sum(energy(stages, params, s, a_1))
-            if beta_ is not None:
-                F = F + beta_ * n * loss.value(s[-1], y)  # n * mean = sum of C_i
-            return F
-
-        def step(_, carry):
-            s, _ = carry
-            grad = jax.grad(F_sum)(s)
-            # hard_sigmoid states are clipped to [0, 1] after each step, as in
-            # Scellier & Bengio's code (model.py); outside it rho' = 0 and the
-            # 1/2 ||s||^2 term alone would pull them back
-            new = tuple(
-                jnp.clip(s_l - epsilon * g, 0.0, 1.0) if c else s_l - epsilon * g
-                for s_l, g, c in zip(s, grad, clipped)
-            )
-            delta = jnp.stack([jnp.max(jnp.abs(a - b)) for a, b in zip(new, s)])
-            return new, delta
-
-        delta0 = jnp.zeros((L,), a_1.dtype)
-        return Relaxed(*jax.lax.fori_loop(0, T, step, (s, delta0)))
-
-    def free_phase(params, x) -> tuple[Relaxed, jax.Array]:
-        a_1 = apply_linear(stages[0], params[0], x)
-        if free_init == "zeros":
-            s = tuple(
-                jnp.zeros((x.shape[0], p["kernel"].shape[-1]), a_1.dtype)
-                for p in params
-            )
-        else:
-            s = tuple(c.h for c in forward(model, params, x)[1])
-        return relax(params, s, a_1, T1, None, None), a_1
-
-    def contrast(params, x, s_hi, s_lo, scale):
-        """``scale * (dE/dtheta(s_hi) - dE/dtheta(s_lo))``, batch mean."""
-
-        def diff(p):
-            a_1 = apply_linear(stages[0], p[0], x)
-            e_hi = energy(stages, p, s_hi, a_1)
-            return scale * jnp.mean(e_hi - energy(stages, p, s_lo, a_1))
-
-        return jax.grad(diff)(params)
+    o = _resolve(model, loss, beta, T1, T2, epsilon, symmetric, random_sign, free_init)
 
     def init_fn(key, params):
         del key, params
         return EquilibriumPropagationState()
 
     def update_fn(params, state, batch, key):
-        x, y = batch
-        free, a_1 = free_phase(params, x)
-        s0 = free.s
-        b = beta
-        if random_sign:
-            b = beta * jax.random.rademacher(key, (), a_1.dtype)
-        plus = relax(params, s0, a_1, T2, b, y)
-        if symmetric:
-            minus = relax(params, s0, a_1, T2, -b, y)
-            direction = contrast(params, x, plus.s, minus.s, 0.5 / b)
-            delta_nudged = jnp.maximum(plus.delta, minus.delta)
-        else:
-            direction = contrast(params, x, plus.s, s0, 1.0 / b)
-            delta_nudged = plus.delta
-        e_plus = jnp.mean(energy(stages, params, plus.s, a_1))
-        metrics = {
-            "loss": loss.value(s0[-1], y),
-            "energy_free": jnp.mean(energy(stages, params, s0, a_1)),
-            "energy_nudged": e_plus + b * loss.value(plus.s[-1], y),
-            "delta_free": free.delta,
-            "delta_nudged": delta_nudged,
-        }
-        return direction, state, metrics
+        return _update(o, params, state, batch, key)
 
     def predict_fn(params, state, x):
-        """The read-out state of the free fixed point ``[B, C]``: output, headline
-        and loss output (the direction approximates the gradient of the loss there)."""
-        del state
-        s_L = free_phase(params, x)[0].s[-1]
-        return Prediction(output=s_L, headline={"": s_L}, others={})
+        return _predict(o, params, state, x)
 
     return LearningRule(init_fn, update_fn, predict=predict_fn)

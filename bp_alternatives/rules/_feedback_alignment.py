@@ -86,6 +86,160 @@ def usf_scale(shape: tuple[int, ...]) -> float:
     return math.sqrt(2.0 / (fan_in + fan_out))
 
 
+class _Options(NamedTuple):
+    """The ``fa`` factory's resolved options, shared by its init and update."""
+
+    model: Model
+    loss: Loss
+    feedback: str
+    scale: float
+    inits: list  # stage l's initialiser for its random B or R (None: none drawn)
+    kernel_shapes: list[tuple[int, ...]]
+    usf_scales: list[float]
+    kp_opt: optax.GradientTransformation  # trains B under feedback=kp
+
+
+def _feedback_inits(model: Model, feedback: str, init, init_std: float) -> list:
+    """Each stage's initialiser for its random ``B``/``R`` (``None`` when the variant
+    draws none); UnsupportedModelError/ValueError name the fix.
+    """
+
+    def initializer(stage: Stage):
+        if init is not None:
+            return get_initializer(init, init_std)
+        kernel_init = getattr(stage.linear, "kernel_init", None)
+        if kernel_init is None:
+            raise UnsupportedModelError(
+                f"rule=fa cannot find the kernel initialiser of stage {stage.name!r} "
+                "to draw B from; set rule.init (e.g. rule.init=xavier)"
+            )
+        return kernel_init
+
+    draws_random = feedback in ("random", "kp", "frsf", "brsf")
+    inits = [initializer(s) if draws_random else None for s in model.stages]
+    if draws_random:
+        for l in range(1, model.num_stages):
+            # a small probe draw (one per initialiser) spots all-zero initialisers
+            probe = inits[l](jax.random.PRNGKey(0), (3, 3), jnp.float32)
+            if not bool(jnp.any(probe != 0)):
+                raise ValueError(
+                    f"rule=fa feedback={feedback} draws B from the initialiser of "
+                    f"stage {model.stages[l].name!r}, which gives all zeros "
+                    "(model.init=zeros?); zero feedback sends no signal. Set rule.init "
+                    "(e.g. rule.init=xavier)."
+                )
+    return inits
+
+
+def _resolve(
+    model: Model, loss: Loss, feedback: str, init, init_std, scale, optimizer
+) -> _Options:
+    """``fa``'s options checked (errors name the field and the fix) and resolved."""
+    if feedback not in FEEDBACKS:
+        raise ValueError(
+            f"unknown rule.feedback {feedback!r} for rule=fa; valid: {list(FEEDBACKS)}"
+        )
+    shapes = jax.eval_shape(lambda k: init_params(model, k), jax.random.PRNGKey(0))
+    for stage, p in zip(model.stages, shapes):
+        if "kernel" not in p:
+            raise UnsupportedModelError(
+                f"rule=fa needs a 'kernel' in every stage's params; stage "
+                f"{stage.name!r} has {sorted(p)}"
+            )
+    kernel_shapes = [tuple(p["kernel"].shape) for p in shapes]
+    inits = _feedback_inits(model, feedback, init, init_std)
+    kp_opt = optimizer or optax.chain(
+        optax.add_decayed_weights(1e-2), optax.sgd(0.1)
+    )  # B <- B - 0.1 (dW + 1e-2 B)
+    usf_scales = [usf_scale(s) for s in kernel_shapes]
+    return _Options(
+        model, loss, feedback, scale, inits, kernel_shapes, usf_scales, kp_opt
+    )
+
+
+def _draw(o: _Options, key: jax.Array, l: int, dtype) -> jax.Array:
+    """``scale * init(fold_in(key, l))``: the random kernel of stage ``l``."""
+    k = jax.random.fold_in(key, l)
+    return o.scale * o.inits[l](k, o.kernel_shapes[l], dtype)
+
+
+def _init(o: _Options, key: jax.Array, params) -> FeedbackAlignmentState:
+    """The fixed ``B`` (random), ``R`` (frsf) or trainable ``B`` (kp); else empty."""
+    feedback, num = o.feedback, o.model.num_stages
+    if feedback not in ("random", "kp", "frsf"):
+        return FeedbackAlignmentState(B=(), R=())
+    fixed = tuple(_draw(o, key, l, params[l]["kernel"].dtype) for l in range(1, num))
+    if feedback == "frsf":
+        return FeedbackAlignmentState(B=(), R=tuple(jnp.abs(r) for r in fixed))
+    if feedback == "kp":
+        return FeedbackAlignmentState(
+            B=(), R=(), trainable=init_trainable(o.kp_opt, fixed)
+        )
+    return FeedbackAlignmentState(B=fixed, R=())
+
+
+def _feedback_kernels(o: _Options, params, state: FeedbackAlignmentState, key):
+    """``B_l`` for ``l = 1..L-1`` (index ``l - 1``), the step's feedback."""
+    W = [params[l]["kernel"] for l in range(1, o.model.num_stages)]
+    if o.feedback == "random":
+        return state.B
+    if o.feedback == "kp":
+        return state.trainable.params
+    if o.feedback == "symmetric":
+        return tuple(W)
+    if o.feedback == "usf":
+        return tuple(
+            o.scale * o.usf_scales[l] * jnp.sign(w) for l, w in enumerate(W, start=1)
+        )
+    if o.feedback == "frsf":
+        return tuple(r * jnp.sign(w) for r, w in zip(state.R, W))
+    # brsf: R_l = scale * init(fold_in(key, l)), redrawn from each step's key
+    return tuple(
+        jnp.abs(_draw(o, key, l, w.dtype)) * jnp.sign(w)
+        for l, w in enumerate(W, start=1)
+    )
+
+
+def _update(o: _Options, params, state: FeedbackAlignmentState, batch, key):
+    """True local gradients, the signal sent down through ``B``; the metrics."""
+    model, num = o.model, o.model.num_stages
+    B = _feedback_kernels(o, params, state, key)
+    # Forward one stage at a time, keeping each stage's pullbacks.
+    x = batch.x
+    inputs, pull_params, pull_nonlin = [], [], []
+    for stage, p in zip(model.stages, params):
+        inputs.append(x)
+        a, pull_p = params_vjp(stage, p, x)
+        x, pull_a = jax.vjp(nonlinear_part(stage), a)
+        pull_params.append(pull_p)
+        pull_nonlin.append(pull_a)
+    value, dout = jax.value_and_grad(o.loss.value)(x, batch.y)
+    delta = dout  # dL/d(out of the read-out stage)
+    grads = [None] * num
+    for l in reversed(range(num)):
+        stage = model.stages[l]
+        (delta_a,) = pull_nonlin[l](delta)  # through post and f (true stage)
+        (grads[l],) = pull_params[l](delta_a)  # true local gradient of W_l, b_l
+        if l > 0:  # the signal sent down uses B_l in place of W_l
+            p_B = {**params[l], "kernel": B[l - 1]}
+            _, pull_x = input_vjp(stage, p_B, inputs[l])
+            (delta,) = pull_x(delta_a)
+    if o.feedback == "kp":
+        # Kolen-Pollack (Akrout et al. 2019): B gets W's update and weight decay.
+        dW = tuple(grads[l]["kernel"] for l in range(1, num))
+        state = state._replace(trainable=train_step(o.kp_opt, state.trainable, dW))
+    nan = jnp.full((), jnp.nan, value.dtype)
+    weight_alignment = jnp.stack(
+        [nan]
+        + [
+            angle_deg(params[l]["kernel"], B[l - 1]).astype(value.dtype)
+            for l in range(1, num)
+        ]
+    )
+    metrics = {"loss": value, "weight_alignment_deg": weight_alignment}
+    return tuple(grads), state, metrics
+
+
 def fa(
     model: Model,
     loss: Loss,
@@ -138,123 +292,12 @@ def fa(
       Sanfiz & Akrout (2021), "Benchmarking the accuracy and robustness of feedback
       alignment algorithms", arXiv:2108.13446 (biotorch).
     """
-    if feedback not in FEEDBACKS:
-        raise ValueError(
-            f"unknown rule.feedback {feedback!r} for rule=fa; valid: {list(FEEDBACKS)}"
-        )
-    num = model.num_stages
-    shapes = jax.eval_shape(lambda k: init_params(model, k), jax.random.PRNGKey(0))
-    for stage, p in zip(model.stages, shapes):
-        if "kernel" not in p:
-            raise UnsupportedModelError(
-                f"rule=fa needs a 'kernel' in every stage's params; stage "
-                f"{stage.name!r} has {sorted(p)}"
-            )
-    kernel_shapes = [tuple(p["kernel"].shape) for p in shapes]
-
-    def initializer(stage: Stage):
-        if init is not None:
-            return get_initializer(init, init_std)
-        kernel_init = getattr(stage.linear, "kernel_init", None)
-        if kernel_init is None:
-            raise UnsupportedModelError(
-                f"rule=fa cannot find the kernel initialiser of stage {stage.name!r} "
-                "to draw B from; set rule.init (e.g. rule.init=xavier)"
-            )
-        return kernel_init
-
-    draws_random = feedback in ("random", "kp", "frsf", "brsf")
-    inits = [initializer(s) if draws_random else None for s in model.stages]
-    if draws_random:
-        for l in range(1, num):
-            # a small probe draw (one per initialiser) spots all-zero initialisers
-            probe = inits[l](jax.random.PRNGKey(0), (3, 3), jnp.float32)
-            if not bool(jnp.any(probe != 0)):
-                raise ValueError(
-                    f"rule=fa feedback={feedback} draws B from the initialiser of "
-                    f"stage {model.stages[l].name!r}, which gives all zeros "
-                    "(model.init=zeros?); zero feedback sends no signal. Set rule.init "
-                    "(e.g. rule.init=xavier)."
-                )
-    usf_scales = [usf_scale(s) for s in kernel_shapes]
-
-    def draw(key, l, dtype):
-        """``scale * init(fold_in(key, l))``: the random kernel of stage ``l``."""
-        k = jax.random.fold_in(key, l)
-        return scale * inits[l](k, kernel_shapes[l], dtype)
-
-    kp_opt = optimizer or optax.chain(
-        optax.add_decayed_weights(1e-2), optax.sgd(0.1)
-    )  # B <- B - 0.1 (dW + 1e-2 B)
+    o = _resolve(model, loss, feedback, init, init_std, scale, optimizer)
 
     def init_fn(key, params):
-        if feedback not in ("random", "kp", "frsf"):
-            return FeedbackAlignmentState(B=(), R=())
-        fixed = tuple(draw(key, l, params[l]["kernel"].dtype) for l in range(1, num))
-        if feedback == "frsf":
-            return FeedbackAlignmentState(B=(), R=tuple(jnp.abs(r) for r in fixed))
-        if feedback == "kp":
-            return FeedbackAlignmentState(
-                B=(), R=(), trainable=init_trainable(kp_opt, fixed)
-            )
-        return FeedbackAlignmentState(B=fixed, R=())
-
-    def feedback_kernels(params, state, key):
-        """``B_l`` for ``l = 1..L-1`` (index ``l - 1``), the step's feedback."""
-        W = [params[l]["kernel"] for l in range(1, num)]
-        if feedback == "random":
-            return state.B
-        if feedback == "kp":
-            return state.trainable.params
-        if feedback == "symmetric":
-            return tuple(W)
-        if feedback == "usf":
-            return tuple(
-                scale * usf_scales[l] * jnp.sign(w) for l, w in enumerate(W, start=1)
-            )
-        if feedback == "frsf":
-            return tuple(r * jnp.sign(w) for r, w in zip(state.R, W))
-        # brsf: R_l = scale * init(fold_in(key, l)), redrawn from each step's key
-        return tuple(
-            jnp.abs(draw(key, l, w.dtype)) * jnp.sign(w)
-            for l, w in enumerate(W, start=1)
-        )
+        return _init(o, key, params)
 
     def update_fn(params, state, batch, key):
-        B = feedback_kernels(params, state, key)
-        # Forward one stage at a time, keeping each stage's pullbacks.
-        x = batch.x
-        inputs, pull_params, pull_nonlin = [], [], []
-        for stage, p in zip(model.stages, params):
-            inputs.append(x)
-            a, pull_p = params_vjp(stage, p, x)
-            x, pull_a = jax.vjp(nonlinear_part(stage), a)
-            pull_params.append(pull_p)
-            pull_nonlin.append(pull_a)
-        value, dout = jax.value_and_grad(loss.value)(x, batch.y)
-        delta = dout  # dL/d(out of the read-out stage)
-        grads = [None] * num
-        for l in reversed(range(num)):
-            stage = model.stages[l]
-            (delta_a,) = pull_nonlin[l](delta)  # through post and f (true stage)
-            (grads[l],) = pull_params[l](delta_a)  # true local gradient of W_l, b_l
-            if l > 0:  # the signal sent down uses B_l in place of W_l
-                p_B = {**params[l], "kernel": B[l - 1]}
-                _, pull_x = input_vjp(stage, p_B, inputs[l])
-                (delta,) = pull_x(delta_a)
-        if feedback == "kp":
-            # Kolen-Pollack (Akrout et al. 2019): B gets W's update and weight decay.
-            dW = tuple(grads[l]["kernel"] for l in range(1, num))
-            state = state._replace(trainable=train_step(kp_opt, state.trainable, dW))
-        nan = jnp.full((), jnp.nan, value.dtype)
-        weight_alignment = jnp.stack(
-            [nan]
-            + [
-                angle_deg(params[l]["kernel"], B[l - 1]).astype(value.dtype)
-                for l in range(1, num)
-            ]
-        )
-        metrics = {"loss": value, "weight_alignment_deg": weight_alignment}
-        return tuple(grads), state, metrics
+        return _update(o, params, state, batch, key)
 
     return LearningRule(init_fn, update_fn)

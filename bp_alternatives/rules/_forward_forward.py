@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.model import Model, Stage, apply_linear, output
+from bp_alternatives.model import Model, output
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import (
@@ -69,20 +69,26 @@ from bp_alternatives.rules._base import (
     train_step,
 )
 from bp_alternatives.rules._forward_forward_parts import (
+    FFOptions,
     check_index,
     check_model,
     check_options,
     embed_label,
+    ff_forward,
     goodness_of,
+    goodness_table,
     hardest_wrong_labels,
     label_scale_of,
-    normalise_length,
     range_mode,
+    readout_features,
     sample_readout_wrong_labels,
     sample_wrong_labels,
     stage_ranges,
+    stage_theta,
     thresholds_of,
 )
+
+_sg = jax.lax.stop_gradient
 
 
 def default_readout_optimizer() -> optax.GradientTransformation:
@@ -114,6 +120,123 @@ def _stage_steps(schedule, steps_per_stage, epochs_per_stage, steps_per_epoch):
     if not steps_per_epoch:
         raise ValueError("rule.epochs_per_stage needs the run's steps_per_epoch")
     return int(epochs_per_stage) * int(steps_per_epoch)
+
+
+def _objective(o: FFOptions, params, x_pos, x_neg, running_mean, active):
+    """The summed goodness (and peer) losses of the active stages; aux: the metrics
+    and the new running means."""
+    b = x_pos.shape[0]
+    hs, _ = ff_forward(o, params, jnp.concatenate([x_pos, x_neg]))
+    total = jnp.zeros((), x_pos.dtype)
+    aux = {k: [] for k in ("ff_loss", "peer_loss", "goodness_pos", "goodness_neg")}
+    aux["ff_accuracy"], new_mean = [], []
+    for l, h in enumerate(hs):
+        g = goodness_of(h, o.goodness)
+        g_pos, g_neg, t = g[:b], g[b:], stage_theta(o, l, h)
+        ff_l = jnp.mean(jax.nn.softplus(t - g_pos) + jax.nn.softplus(g_neg - t))
+        # loeweX: running mean of each unit's activity on positive data only.
+        r = _sg(running_mean[l]) * o.peer_momentum + jnp.mean(h[:b], axis=0) * (
+            1.0 - o.peer_momentum
+        )
+        peer_l = jnp.mean(jnp.square(jnp.mean(r) - r))
+        total = total + active[l] * (ff_l + o.peer_weight * peer_l)
+        new_mean.append(_sg(r))
+        aux["ff_loss"].append(ff_l)
+        aux["peer_loss"].append(peer_l)
+        aux["goodness_pos"].append(jnp.mean(g_pos))
+        aux["goodness_neg"].append(jnp.mean(g_neg))
+        aux["ff_accuracy"].append(
+            0.5 * (jnp.mean(g_pos > t) + jnp.mean(g_neg < t)).astype(x_pos.dtype)
+        )
+    # not stop-gradient: a test differentiates these to prove locality
+    metrics = {k: jnp.stack(v) for k, v in aux.items()}
+    return total, (metrics, tuple(new_mean))
+
+
+def _init(o: FFOptions, params) -> FFState:
+    """The zero read-out and running means of 0.5."""
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    x = jnp.zeros((1, *o.model.input_shape), dtype)
+    hs, zs = jax.eval_shape(lambda p, x: ff_forward(o, p, x), params, x)
+    d_r = sum(math.prod(z.shape[1:]) for z in zs[o.readout_from :])
+    readout = jnp.zeros((d_r, o.model.num_outputs), dtype)  # loeweX: zero-init
+    return FFState(
+        trainable=init_trainable(o.readout_opt, readout),
+        running_mean=tuple(jnp.full(h.shape[1:], 0.5, h.dtype) for h in hs),
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def _wrong_labels(o: FFOptions, params, state: FFState, x, y, scale, feats, key):
+    """The negatives' labels ``[B]`` (``rule.negatives``)."""
+    if o.negatives == "random":
+        return sample_wrong_labels(key, y, o.model.num_outputs)
+    if o.negatives == "hard":  # the most-confused wrong label (Hinton 2022, 3.3)
+        # (auto: goodness_from is 0, all stages)
+        g = _sg(goodness_table(o, params, x, scale))
+        return hardest_wrong_labels(jnp.sum(g[..., o.goodness_from :], -1), y)
+    # Hinton's code: sample in proportion to the read-out's softmax
+    return sample_readout_wrong_labels(key, feats @ state.trainable.params, y)
+
+
+def _update(o: FFOptions, params, state: FFState, batch, key):
+    """Each active FF stage's goodness gradient, a read-out step, the metrics."""
+    x, y = batch.x, batch.y
+    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ValueError(
+            f"rule=ff needs integer class labels [B], got y {y.dtype}{list(y.shape)}"
+        )
+    C, n = o.model.num_outputs, o.model.num_stages - 1
+    scale = label_scale_of(x, o.label_scale)
+    x_pos = embed_label(x, jax.nn.one_hot(y, C, dtype=x.dtype), scale)
+    feats = readout_features(o, params, x, scale)  # neutral label, [B, D_r]
+    y_neg = _wrong_labels(o, params, state, x, y, scale, feats, key)
+    x_neg = embed_label(x, jax.nn.one_hot(y_neg, C, dtype=x.dtype), scale)
+    if o.schedule == "all":
+        active = jnp.ones((n,), x.dtype)
+    else:
+        current = jnp.minimum(state.step // int(o.steps_per_stage), n - 1)
+        active = (jnp.arange(n) == current).astype(x.dtype)
+
+    grads, (metrics, running_mean) = jax.grad(
+        lambda p: _objective(o, p, x_pos, x_neg, state.running_mean, active),
+        has_aux=True,
+    )(params)
+    # grads[-1] (the model's read-out stage) is zeros: the objective never reads it.
+
+    def readout_loss(v):
+        logits = feats @ v
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    ro_loss, ro_grad = jax.value_and_grad(readout_loss)(state.trainable.params)
+    new_state = FFState(
+        trainable=train_step(o.readout_opt, state.trainable, ro_grad),
+        running_mean=running_mean,
+        step=state.step + 1,
+    )
+    metrics = dict(metrics, loss=ro_loss, stage_active=active)
+    return grads, new_state, metrics
+
+
+def _predict(o: FFOptions, params, state: FFState, x) -> Prediction:
+    """Goodness per stage range and label, and the read-out (see ``ff``)."""
+    scale = label_scale_of(x, o.label_scale)
+    g = goodness_table(o, params, x, scale)  # [B, C, N]
+    by_range = {
+        range_mode(a, b): jnp.sum(g[..., a : b + 1], axis=-1) for a, b in o.ranges
+    }
+    logits = readout_features(o, params, x, scale) @ state.trainable.params
+    if o.auto:  # every range a candidate for the headline
+        headline, others = by_range, {}
+    else:
+        headline = {"goodness": jnp.sum(g[..., o.goodness_from :], axis=-1)}
+        others = by_range
+    return Prediction(
+        output=output(o.model, params, x),
+        headline=headline,
+        others={**others, "readout": logits},
+        loss_output=logits,  # the read-out's logits (neutral label)
+    )
 
 
 def ff(
@@ -227,169 +350,40 @@ def ff(
     steps_per_stage = _stage_steps(
         schedule, steps_per_stage, epochs_per_stage, steps_per_epoch
     )
-    stages: tuple[Stage, ...] = model.stages[:-1]
-    n = len(stages)
-    num_classes = model.num_outputs
+    n = model.num_stages - 1
     check_model(model)
     check_options(
         goodness, normalise, negatives, schedule, label_scale, steps_per_stage
     )
-    thresholds = thresholds_of(threshold, n)
     auto = goodness_from == "auto"
-    goodness_from = 0 if auto else check_index("goodness_from", goodness_from, n)
-    ranges = stage_ranges(n) if auto else [(l, l) for l in range(n)]
-    readout_from = check_index("readout_from", readout_from, n)
-    readout_opt = default_readout_optimizer() if optimizer is None else optimizer
-    sg = jax.lax.stop_gradient
-
-    def theta(l, h):
-        if thresholds is None:
-            return float(math.prod(h.shape[1:]))
-        return thresholds[l]
-
-    def stage_forward(stage, p, z):
-        a = apply_linear(stage, p, z)
-        h = stage.act.fn(a)
-        if straight_through:
-            # loeweX's ReLU_full_grad: value f(a), gradient as if f were the identity.
-            h = a + sg(h - a)
-        return h, stage.post_op.fn(h)
-
-    def ff_forward(params, x):
-        """Activities ``h_l`` and normalised outputs ``z_l`` of every FF stage."""
-        z = normalise_(x)
-        hs, zs = [], []
-        for l, stage in enumerate(stages):
-            # sg: no gradient passes between stages
-            h, out = stage_forward(stage, params[l], sg(z))
-            z = normalise_(out)
-            hs.append(h)
-            zs.append(z)
-        return hs, zs
-
-    def normalise_(v):
-        return normalise_length(v, normalise, eps)
-
-    def goodness_table(params, x, scale):
-        """``G[b, c, l]``: stage l's goodness for example b with label c embedded."""
-        b = x.shape[0]
-        # all labels at once, ordered (label, example): [C * B, ...]
-        xs = jnp.broadcast_to(x[None], (num_classes, *x.shape))
-        xs = xs.reshape(-1, *x.shape[1:])
-        labels = jnp.repeat(jnp.eye(num_classes, dtype=x.dtype), b, axis=0)
-        xs = embed_label(xs, labels, jnp.tile(scale, num_classes))
-        hs, _ = ff_forward(params, xs)
-        g = jnp.stack([goodness_of(h, goodness) for h in hs], axis=-1)
-        return jnp.swapaxes(g.reshape(num_classes, b, n), 0, 1)
-
-    def readout_features(params, x, scale):
-        neutral = jnp.full((x.shape[0], num_classes), 1.0 / num_classes, x.dtype)
-        _, zs = ff_forward(params, embed_label(x, neutral, scale))
-        return sg(
-            jnp.concatenate([z.reshape(z.shape[0], -1) for z in zs[readout_from:]], -1)
-        )
-
-    def objective(params, x_pos, x_neg, running_mean, active):
-        b = x_pos.shape[0]
-        hs, _ = ff_forward(params, jnp.concatenate([x_pos, x_neg]))
-        total = jnp.zeros((), x_pos.dtype)
-        aux = {k: [] for k in ("ff_loss", "peer_loss", "goodness_pos", "goodness_neg")}
-        aux["ff_accuracy"], new_mean = [], []
-        for l, h in enumerate(hs):
-            g = goodness_of(h, goodness)
-            g_pos, g_neg, t = g[:b], g[b:], theta(l, h)
-            ff_l = jnp.mean(jax.nn.softplus(t - g_pos) + jax.nn.softplus(g_neg - t))
-            # loeweX: running mean of each unit's activity on positive data only.
-            r = sg(running_mean[l]) * peer_momentum + jnp.mean(h[:b], axis=0) * (
-                1.0 - peer_momentum
-            )
-            peer_l = jnp.mean(jnp.square(jnp.mean(r) - r))
-            total = total + active[l] * (ff_l + peer_weight * peer_l)
-            new_mean.append(sg(r))
-            aux["ff_loss"].append(ff_l)
-            aux["peer_loss"].append(peer_l)
-            aux["goodness_pos"].append(jnp.mean(g_pos))
-            aux["goodness_neg"].append(jnp.mean(g_neg))
-            aux["ff_accuracy"].append(
-                0.5 * (jnp.mean(g_pos > t) + jnp.mean(g_neg < t)).astype(x_pos.dtype)
-            )
-        # not stop-gradient: a test differentiates these to prove locality
-        metrics = {k: jnp.stack(v) for k, v in aux.items()}
-        return total, (metrics, tuple(new_mean))
+    o = FFOptions(
+        model=model,
+        goodness=goodness,
+        thresholds=thresholds_of(threshold, n),
+        normalise=normalise,
+        eps=eps,
+        label_scale=label_scale,
+        negatives=negatives,
+        schedule=schedule,
+        steps_per_stage=steps_per_stage,
+        peer_weight=peer_weight,
+        peer_momentum=peer_momentum,
+        auto=auto,
+        goodness_from=0 if auto else check_index("goodness_from", goodness_from, n),
+        ranges=stage_ranges(n) if auto else [(l, l) for l in range(n)],
+        readout_from=check_index("readout_from", readout_from, n),
+        readout_opt=default_readout_optimizer() if optimizer is None else optimizer,
+        straight_through=straight_through,
+    )
 
     def init_fn(key, params):
         del key
-        dtype = jax.tree_util.tree_leaves(params)[0].dtype
-        x = jnp.zeros((1, *model.input_shape), dtype)
-        hs, zs = jax.eval_shape(ff_forward, params, x)
-        d_r = sum(math.prod(z.shape[1:]) for z in zs[readout_from:])
-        readout = jnp.zeros((d_r, num_classes), dtype)  # loeweX: zero-init
-        return FFState(
-            trainable=init_trainable(readout_opt, readout),
-            running_mean=tuple(jnp.full(h.shape[1:], 0.5, h.dtype) for h in hs),
-            step=jnp.zeros((), jnp.int32),
-        )
+        return _init(o, params)
 
     def update_fn(params, state, batch, key):
-        x, y = batch.x, batch.y
-        if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
-            raise ValueError(
-                "rule=ff needs integer class labels [B], got y "
-                f"{y.dtype}{list(y.shape)}"
-            )
-        scale = label_scale_of(x, label_scale)
-        x_pos = embed_label(x, jax.nn.one_hot(y, num_classes, dtype=x.dtype), scale)
-        feats = readout_features(params, x, scale)  # neutral label, [B, D_r]
-        if negatives == "random":
-            y_neg = sample_wrong_labels(key, y, num_classes)
-        elif negatives == "hard":  # the most-confused wrong label (Hinton 2022, 3.3)
-            # (auto: goodness_from is 0, all stages)
-            g = sg(goodness_table(params, x, scale))
-            y_neg = hardest_wrong_labels(jnp.sum(g[..., goodness_from:], -1), y)
-        else:  # Hinton's code: sample in proportion to the read-out's softmax
-            y_neg = sample_readout_wrong_labels(key, feats @ state.trainable.params, y)
-        x_neg = embed_label(x, jax.nn.one_hot(y_neg, num_classes, dtype=x.dtype), scale)
-        if schedule == "all":
-            active = jnp.ones((n,), x.dtype)
-        else:
-            current = jnp.minimum(state.step // int(steps_per_stage), n - 1)
-            active = (jnp.arange(n) == current).astype(x.dtype)
-
-        grads, (metrics, running_mean) = jax.grad(objective, has_aux=True)(
-            params, x_pos, x_neg, state.running_mean, active
-        )
-        # grads[-1] (the model's read-out stage) is zeros: the objective never reads it.
-
-        def readout_loss(v):
-            logits = feats @ v
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-        ro_loss, ro_grad = jax.value_and_grad(readout_loss)(state.trainable.params)
-        new_state = FFState(
-            trainable=train_step(readout_opt, state.trainable, ro_grad),
-            running_mean=running_mean,
-            step=state.step + 1,
-        )
-        metrics = dict(metrics, loss=ro_loss, stage_active=active)
-        return grads, new_state, metrics
+        return _update(o, params, state, batch, key)
 
     def predict_fn(params, state, x):
-        scale = label_scale_of(x, label_scale)
-        g = goodness_table(params, x, scale)  # [B, C, N]
-        by_range = {
-            range_mode(a, b): jnp.sum(g[..., a : b + 1], axis=-1) for a, b in ranges
-        }
-        logits = readout_features(params, x, scale) @ state.trainable.params
-        if auto:  # every range a candidate for the headline
-            headline, others = by_range, {}
-        else:
-            headline = {"goodness": jnp.sum(g[..., goodness_from:], axis=-1)}
-            others = by_range
-        return Prediction(
-            output=output(model, params, x),
-            headline=headline,
-            others={**others, "readout": logits},
-            loss_output=logits,  # the read-out's logits (neutral label)
-        )
+        return _predict(o, params, state, x)
 
     return LearningRule(init_fn, update_fn, predict=predict_fn)

@@ -1,5 +1,6 @@
 """Forward-forward's pieces: normalisation, goodness, label embedding, negatives,
-stage ranges and option checks (the rule itself: ``_forward_forward``).
+stage ranges, option checks and the FF network's forward pass under the rule's
+resolved options (the rule itself: ``_forward_forward``).
 
 References:
   G. Hinton (2022), "The Forward-Forward Algorithm: Some Preliminary Investigations",
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from bp_alternatives.model import Model
+from bp_alternatives.model import Model, Stage, apply_linear
 from bp_alternatives.rules._base import UnsupportedModelError
 
 GOODNESS = ("sum", "mean")
@@ -206,3 +209,83 @@ def thresholds_of(
             f"rule.threshold has {len(thresholds)} values for {n} FF stages"
         )
     return thresholds
+
+
+# ------------------------------------------------------- the FF network, resolved
+
+_sg = jax.lax.stop_gradient
+
+
+class FFOptions(NamedTuple):
+    """``ff``'s resolved options, shared by its init, update and predict."""
+
+    model: Model  # its hidden stages are the FF stages
+    goodness: str
+    thresholds: list[float] | None  # theta_l per FF stage; None: the stage's width
+    normalise: str
+    eps: float
+    label_scale: float | str
+    negatives: str
+    schedule: str
+    steps_per_stage: int | None
+    peer_weight: float
+    peer_momentum: float
+    auto: bool  # goodness_from="auto": every stage range is a prediction mode
+    goodness_from: int
+    ranges: list[tuple[int, int]]  # the stage ranges predicted from
+    readout_from: int
+    readout_opt: optax.GradientTransformation
+    straight_through: bool
+
+
+def stage_theta(o: FFOptions, l: int, h: jax.Array):
+    """theta_l: the configured threshold, or the stage's number of units."""
+    if o.thresholds is None:
+        return float(math.prod(h.shape[1:]))
+    return o.thresholds[l]
+
+
+def stage_forward(o: FFOptions, stage: Stage, p, z):
+    """A stage's activity ``h`` and its output (``post`` applied to ``h``)."""
+    a = apply_linear(stage, p, z)
+    h = stage.act.fn(a)
+    if o.straight_through:
+        # loeweX's ReLU_full_grad: value f(a), gradient as if f were the identity.
+        h = a + _sg(h - a)
+    return h, stage.post_op.fn(h)
+
+
+def ff_forward(o: FFOptions, params, x):
+    """Activities ``h_l`` and normalised outputs ``z_l`` of every FF stage."""
+    z = normalise_length(x, o.normalise, o.eps)
+    hs, zs = [], []
+    for l, stage in enumerate(o.model.stages[:-1]):
+        # sg: no gradient passes between stages
+        h, out = stage_forward(o, stage, params[l], _sg(z))
+        z = normalise_length(out, o.normalise, o.eps)
+        hs.append(h)
+        zs.append(z)
+    return hs, zs
+
+
+def goodness_table(o: FFOptions, params, x, scale):
+    """``G[b, c, l]``: stage l's goodness for example b with label c embedded."""
+    b, C, n = x.shape[0], o.model.num_outputs, o.model.num_stages - 1
+    # all labels at once, ordered (label, example): [C * B, ...]
+    xs = jnp.broadcast_to(x[None], (C, *x.shape))
+    xs = xs.reshape(-1, *x.shape[1:])
+    labels = jnp.repeat(jnp.eye(C, dtype=x.dtype), b, axis=0)
+    xs = embed_label(xs, labels, jnp.tile(scale, C))
+    hs, _ = ff_forward(o, params, xs)
+    g = jnp.stack([goodness_of(h, o.goodness) for h in hs], axis=-1)
+    return jnp.swapaxes(g.reshape(C, b, n), 0, 1)
+
+
+def readout_features(o: FFOptions, params, x, scale):
+    """The read-out's input ``[B, D_r]``: stage outputs under the neutral label."""
+    C = o.model.num_outputs
+    neutral = jnp.full((x.shape[0], C), 1.0 / C, x.dtype)
+    _, zs = ff_forward(o, params, embed_label(x, neutral, scale))
+    return _sg(
+        jnp.concatenate([z.reshape(z.shape[0], -1) for z in zs[o.readout_from :]], -1)
+    )

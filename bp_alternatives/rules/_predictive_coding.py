@@ -106,6 +106,132 @@ def _mean_norm(e: jax.Array) -> jax.Array:
     return jnp.mean(jnp.linalg.norm(e.reshape(e.shape[0], -1), axis=-1))
 
 
+class _Options(NamedTuple):
+    """The ``pc`` factory's resolved options, shared by its update's steps."""
+
+    fns: list  # stage_fn of every stage
+    loss: Loss
+    L: int  # stages
+    T: int  # inference steps
+    eta: float  # inference step size
+    gamma: float  # output weight
+    variant: str
+    fixed_prediction: bool
+
+
+def _resolve(
+    model: Model, loss: Loss, T, inference_lr, gamma, variant, fixed_prediction
+) -> _Options:
+    """``pc``'s options checked (errors name the field and the fix) and resolved."""
+    eta = pc_options(variant, T, inference_lr, gamma)
+    T = int(T)
+    L = model.num_stages
+    if L < 2:
+        raise UnsupportedModelError(
+            f"rule=pc needs at least one hidden stage (a value node to infer); the "
+            f"model has only the read-out stage {model.stages[0].name!r} (give "
+            "model.hidden a width)"
+        )
+    if variant == "z_il" and T < L - 1:
+        raise ValueError(
+            f"rule.variant=z_il needs rule.T >= {L - 1} (the output error reaches the "
+            f"lowest of the {L - 1} hidden stages at step {L - 1}), got rule.T={T}"
+        )
+    fns = [stage_fn(s) for s in model.stages]
+    return _Options(fns, loss, L, T, eta, gamma, variant, fixed_prediction)
+
+
+def _relaxed(
+    o: _Options, params, x, y, v: Sequence[jax.Array] | None = None
+) -> Relaxed:
+    """Predictions from the value nodes ``v`` (``None``: the feed-forward pass,
+    each stage's input the prediction below it): errors and stage vjps."""
+    mus, pulls, h = [], [], x
+    for k in range(o.L):
+        mu, pull = jax.vjp(o.fns[k], params[k], h)
+        mus.append(mu)
+        pulls.append(pull)
+        h = mu if v is None or k == o.L - 1 else v[k]
+    v = mus[:-1] if v is None else v
+    B = mus[-1].shape[0]
+    eps = [v_k - mu_k for v_k, mu_k in zip(v, mus[:-1], strict=True)]
+    eps.append(-o.gamma * B * o.loss.grad(mus[-1], y))  # per-example loss gradient
+    return Relaxed(eps, pulls, mus[:-1], mus[-1])
+
+
+def _fixed(ff: Relaxed, v) -> Relaxed:
+    """Fixed prediction: errors from the feed-forward predictions and vjps."""
+    eps = [v_k - m_k for v_k, m_k in zip(v, ff.mu, strict=True)]
+    return ff._replace(eps=[*eps, ff.eps[-1]])
+
+
+def _free_energy(o: _Options, net: Relaxed, y) -> jax.Array:
+    """``F`` per example, batch mean: hidden errors' energy plus ``gamma`` loss."""
+    B = net.mu_out.shape[0]
+    hidden = sum(0.5 * jnp.sum(jnp.square(e)) for e in net.eps[:-1]) / B
+    return hidden + o.gamma * o.loss.value(net.mu_out, y)
+
+
+def _infer_step(o: _Options, v, net: Relaxed):
+    """One step ``v_k <- v_k - eta dF/dv_k``; also the largest change."""
+    dv = [
+        o.eta * (net.eps[k] - net.pulls[k + 1](net.eps[k + 1])[1])
+        for k in range(o.L - 1)
+    ]
+    change = jnp.max(jnp.stack([jnp.max(jnp.abs(d)) for d in dv]))
+    return [v_k - d for v_k, d in zip(v, dv, strict=True)], change
+
+
+def _direction_of(o: _Options, net: Relaxed, k: int):
+    """Stage ``k``'s local update from its error, on backprop's scale."""
+    B = net.mu_out.shape[0]
+    return net.pulls[k](-net.eps[k] / (o.gamma * B))[0]
+
+
+def _update(o: _Options, params, state, batch):
+    """Inference on the value nodes, then every stage's local direction."""
+    L = o.L
+    x, y = batch
+    ff = _relaxed(o, params, x, y)  # value nodes start at the feed-forward pass
+    at = (
+        (lambda v: _fixed(ff, v))
+        if o.fixed_prediction
+        else (lambda v: _relaxed(o, params, x, y, v))
+    )
+    v, change = list(ff.mu), jnp.zeros((), ff.mu_out.dtype)
+    directions, used = [None] * L, [None] * L
+    first = 0
+    if o.variant == "z_il":  # stage k learns at step L-1-k (Song et al. 2020)
+        net = ff
+        for t in range(L):
+            k = L - 1 - t
+            directions[k], used[k] = _direction_of(o, net, k), net.eps[k]
+            if t < L - 1:
+                v, change = _infer_step(o, v, net)
+                net = at(v)
+        first = L - 1
+
+    def body(carry, _):
+        v, _ = carry
+        return _infer_step(o, v, at(v)), None
+
+    if o.T > first:
+        (v, change), _ = jax.lax.scan(body, (v, change), None, length=o.T - first)
+    end = _relaxed(o, params, x, y, v)  # the true predictions at the final nodes
+    if o.variant == "standard":
+        net = at(v) if o.fixed_prediction else end
+        for k in range(L):
+            directions[k], used[k] = _direction_of(o, net, k), net.eps[k]
+    metrics = {
+        "loss": o.loss.value(ff.mu_out, y),
+        "free_energy_start": _free_energy(o, ff, y),
+        "free_energy_end": _free_energy(o, end, y),
+        "max_value_change": change,
+        "error_norm": jnp.stack([_mean_norm(e) for e in used]),
+    }
+    return tuple(directions), state, metrics
+
+
 def pc(
     model: Model,
     loss: Loss,
@@ -156,101 +282,11 @@ def pc(
       Exact Implementation of Backpropagation in Predictive Coding Networks",
       NeurIPS 33 (Z-IL).
     """
-    eta = pc_options(variant, T, inference_lr, gamma)
-    T = int(T)
-    L = model.num_stages
-    if L < 2:
-        raise UnsupportedModelError(
-            f"rule=pc needs at least one hidden stage (a value node to infer); the "
-            f"model has only the read-out stage {model.stages[0].name!r} (give "
-            "model.hidden a width)"
-        )
-    if variant == "z_il" and T < L - 1:
-        raise ValueError(
-            f"rule.variant=z_il needs rule.T >= {L - 1} (the output error reaches the "
-            f"lowest of the {L - 1} hidden stages at step {L - 1}), got rule.T={T}"
-        )
-    fns = [stage_fn(s) for s in model.stages]
-
-    def relaxed(params, x, y, v: Sequence[jax.Array] | None = None) -> Relaxed:
-        """Predictions from the value nodes ``v`` (``None``: the feed-forward pass,
-        each stage's input the prediction below it): errors and stage vjps."""
-        mus, pulls, h = [], [], x
-        for k in range(L):
-            mu, pull = jax.vjp(fns[k], params[k], h)
-            mus.append(mu)
-            pulls.append(pull)
-            h = mu if v is None or k == L - 1 else v[k]
-        v = mus[:-1] if v is None else v
-        B = mus[-1].shape[0]
-        eps = [v_k - mu_k for v_k, mu_k in zip(v, mus[:-1], strict=True)]
-        eps.append(-gamma * B * loss.grad(mus[-1], y))  # per-example loss gradient
-        return Relaxed(eps, pulls, mus[:-1], mus[-1])
-
-    def fixed(ff: Relaxed, v) -> Relaxed:
-        """Fixed prediction: errors from the feed-forward predictions and vjps."""
-        eps = [v_k - m_k for v_k, m_k in zip(v, ff.mu, strict=True)]
-        return ff._replace(eps=[*eps, ff.eps[-1]])
-
-    def free_energy(net: Relaxed, y) -> jax.Array:
-        B = net.mu_out.shape[0]
-        hidden = sum(0.5 * jnp.sum(jnp.square(e)) for e in net.eps[:-1]) / B
-        return hidden + gamma * loss.value(net.mu_out, y)
-
-    def infer_step(v, net: Relaxed):
-        """One step ``v_k <- v_k - eta dF/dv_k``; also the largest change."""
-        dv = [
-            eta * (net.eps[k] - net.pulls[k + 1](net.eps[k + 1])[1])
-            for k in range(L - 1)
-        ]
-        change = jnp.max(jnp.stack([jnp.max(jnp.abs(d)) for d in dv]))
-        return [v_k - d for v_k, d in zip(v, dv, strict=True)], change
-
-    def direction_of(net: Relaxed, k: int):
-        B = net.mu_out.shape[0]
-        return net.pulls[k](-net.eps[k] / (gamma * B))[0]
+    o = _resolve(model, loss, T, inference_lr, gamma, variant, fixed_prediction)
 
     def update_fn(params, state, batch, key):
         del key
-        x, y = batch
-        ff = relaxed(params, x, y)  # value nodes start at the feed-forward pass
-        at = (
-            (lambda v: fixed(ff, v))
-            if fixed_prediction
-            else (lambda v: relaxed(params, x, y, v))
-        )
-        v, change = list(ff.mu), jnp.zeros((), ff.mu_out.dtype)
-        directions, used = [None] * L, [None] * L
-        first = 0
-        if variant == "z_il":  # stage k learns at step L-1-k (Song et al. 2020)
-            net = ff
-            for t in range(L):
-                k = L - 1 - t
-                directions[k], used[k] = direction_of(net, k), net.eps[k]
-                if t < L - 1:
-                    v, change = infer_step(v, net)
-                    net = at(v)
-            first = L - 1
-
-        def body(carry, _):
-            v, _ = carry
-            return infer_step(v, at(v)), None
-
-        if T > first:
-            (v, change), _ = jax.lax.scan(body, (v, change), None, length=T - first)
-        end = relaxed(params, x, y, v)  # the true predictions at the final nodes
-        if variant == "standard":
-            net = at(v) if fixed_prediction else end
-            for k in range(L):
-                directions[k], used[k] = direction_of(net, k), net.eps[k]
-        metrics = {
-            "loss": loss.value(ff.mu_out, y),
-            "free_energy_start": free_energy(ff, y),
-            "free_energy_end": free_energy(end, y),
-            "max_value_change": change,
-            "error_norm": jnp.stack([_mean_norm(e) for e in used]),
-        }
-        return tuple(directions), state, metrics
+        return _update(o, params, state, batch)
 
     def init_fn(key, params):
         del key, params

@@ -36,20 +36,20 @@ import jax.numpy as jnp
 import optax
 
 from bp_alternatives.geometry import angle_deg
-from bp_alternatives.model import Model, stage_fn
+from bp_alternatives.model import Model
 from bp_alternatives.model.losses import Loss, as_targets
-from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import (
     LearningRule,
     Trainable,
-    UnsupportedModelError,
     init_trainable,
     train_step,
 )
-
-SYNTHESIZERS = ("linear", "mlp", "oracle")
-
-SynthParams = tuple[dict[str, jax.Array], ...]  # one synthesizer: its dense layers
+from bp_alternatives.rules._synthetic_gradients_parts import (
+    SGOptions,
+    apply_synthesizer,
+    init_synthesizer,
+    resolve_options,
+)
 
 
 class SyntheticGradientsState(NamedTuple):
@@ -65,62 +65,189 @@ class SyntheticGradientsState(NamedTuple):
     step: jax.Array  # int32 scalar: updates done so far (drives warm-up)
 
 
-def init_synthesizer(
-    key: jax.Array,
-    d_in: int,
-    d_out: int,
-    kind: str,
-    hidden_layers: int,
-    width: int,
-    dtype,
-) -> SynthParams:
-    """One synthesizer ``[B, d_in] -> [B, d_out]``; its final layer is all zeros.
-
-    ``linear``: one dense layer. ``mlp``: ``hidden_layers`` ReLU layers of ``width``
-    units (He-normal weights, zero biases) then the zero-initialised output layer.
-    The zero output layer is the paper's trick: training starts as "no gradient" for
-    the hidden stages rather than as noise (Jaderberg et al. 2017). The paper's
-    synthesizers also use batch normalisation; these do not (no stage of the shared
-    model has any).
-    """
-    widths = [d_in] + ([width] * hidden_layers if kind == "mlp" else []) + [d_out]
-    keys = jax.random.split(key, len(widths) - 1)
-    layers = []
-    pairs = zip(widths[:-1], widths[1:], strict=True)
-    for i, (k, (n_in, n_out)) in enumerate(zip(keys, pairs, strict=True)):
-        if i == len(widths) - 2:
-            kernel = jnp.zeros((n_in, n_out), dtype)
-        else:
-            kernel = jax.nn.initializers.he_normal()(k, (n_in, n_out), dtype)
-        layers.append({"kernel": kernel, "bias": jnp.zeros((n_out,), dtype)})
-    return tuple(layers)
+def _synth_input(o: SGOptions, h: jax.Array, y: jax.Array) -> jax.Array:
+    """The synthesizer's input ``[B, D_l]``: ``h_l`` flattened (cDNI: and the label)."""
+    z = h.reshape(h.shape[0], -1)  # [B, D_l]
+    if o.conditioned:
+        z = jnp.concatenate([z, as_targets(y, o.num_outputs, z.dtype)], axis=-1)
+    return z
 
 
-def apply_synthesizer(theta: SynthParams, z: jax.Array) -> jax.Array:
-    """``M(z)``: ReLU dense layers, the last one linear. ``z`` is ``[B, d_in]``."""
-    for layer in theta[:-1]:
-        z = jax.nn.relu(z @ layer["kernel"] + layer["bias"])
-    return z @ theta[-1]["kernel"] + theta[-1]["bias"]
+def _init(o: SGOptions, key: jax.Array, params) -> SyntheticGradientsState:
+    """Zero-output synthesizers after the decoupled stages, their optimizer state."""
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    x = jax.ShapeDtypeStruct((1, *o.input_shape), dtype)
 
+    def hidden_outputs(params, x):
+        hs = []
+        for f, p in zip(o.fns[:-1], params[:-1], strict=True):
+            x = f(p, x)
+            hs.append(x)
+        return hs
 
-def _decoupled_stages(decouple, n_hidden: int) -> tuple[int, ...]:
-    """``rule.decouple`` as sorted hidden-stage indices; ValueError names the fix."""
-    if isinstance(decouple, str):
-        if decouple != "all":
-            raise ValueError(
-                f"rule.decouple must be 'all' or a list of hidden-stage indices, got "
-                f"{decouple!r}"
+    if o.oracle:  # nothing to learn
+        theta = ((),) * o.n_hidden
+    else:
+        shapes = jax.eval_shape(hidden_outputs, params, x)
+        theta = []
+        for l, k in enumerate(jax.random.split(key, o.n_hidden)):
+            if l not in o.decoupled:
+                theta.append(())
+                continue
+            d = math.prod(shapes[l].shape[1:])
+            d_in = d + (o.num_outputs if o.conditioned else 0)
+            theta.append(
+                init_synthesizer(
+                    k,
+                    d_in,
+                    d,
+                    o.synthesizer,
+                    o.synth_hidden_layers,
+                    o.synth_width,
+                    dtype,
+                )
             )
-        return tuple(range(n_hidden))
-    stages = sorted({int(l) for l in decouple})
-    bad = [l for l in stages if not 0 <= l < n_hidden]
-    if bad:
-        raise ValueError(
-            f"rule.decouple={list(decouple)} has indices {bad} outside the hidden "
-            f"stages 0..{n_hidden - 1}; the read-out (stage {n_hidden}) always gets "
-            "its true gradient"
+        theta = tuple(theta)
+    return SyntheticGradientsState(
+        init_trainable(o.opt, theta), jnp.zeros((), jnp.int32)
+    )
+
+
+def _exact_backprop(vjps, dL_dh_last, n_hidden: int):
+    """True ``dL/dh_l`` and ``dL/dparams_l`` for every hidden stage.
+
+    The chain of per-stage vjps, i.e. the vjp of the whole stack. Used only for
+    the diagnostics, the warm-up and the oracle control.
+    """
+    deltas, grads = [None] * n_hidden, [None] * n_hidden
+    delta = dL_dh_last
+    for l in reversed(range(n_hidden)):
+        deltas[l] = delta
+        grads[l], delta = vjps[l](delta)
+    return tuple(deltas), tuple(grads)
+
+
+def _true_signals(o: SGOptions, params, hs, vjps, dL_dh_last, warm):
+    """Exact ``(dL/dh_l, dL/dparams_l)`` when diagnostics, the oracle or the warm-up
+    need them (zeros after warm-up when only the warm-up does), else ``(None, None)``.
+    """
+    if o.diagnostics or o.oracle:
+        return _exact_backprop(vjps, dL_dh_last, o.n_hidden)
+    if o.warmup_steps > 0:  # exact backprop only while warming up
+        return jax.lax.cond(
+            warm,
+            lambda: _exact_backprop(vjps, dL_dh_last, o.n_hidden),
+            lambda: (
+                tuple(jnp.zeros_like(h) for h in hs),
+                jax.tree_util.tree_map(jnp.zeros_like, tuple(params[:-1])),
+            ),
         )
-    return tuple(stages)
+    return None, None
+
+
+class _Pass(NamedTuple):
+    """What one update's forward pass leaves for the synthesizers' objective."""
+
+    y: jax.Array  # the batch's labels or targets
+    value: jax.Array  # the loss, a scalar
+    hs: list  # h_l of every hidden stage, [B, ...]
+    vjps: list  # each stage's vjp w.r.t. (params_l, h_{l-1})
+    dL_dh_last: jax.Array  # the read-out's true cotangent for h_{L-2}
+    true_deltas: tuple | None  # exact dL/dh_l where needed (see _true_signals)
+    warm: jax.Array  # traced bool scalar: still warming up
+
+
+def _synth_objective(o: SGOptions, theta, fw: _Pass):
+    """Summed regression loss of the synthesizers ``theta`` and, as aux, the per-
+    boundary losses ``[D]``, the signals each hidden stage trains on and its
+    directions.
+    """
+    B = fw.hs[0].shape[0]
+    hs, y, vjps, true_deltas = fw.hs, fw.y, fw.vjps, fw.true_deltas
+    # Top-down through the hidden stages: ``arriving`` is the cotangent that
+    # stage l+1 sends to h_l (the read-out's true one for the last hidden
+    # stage). A decoupled boundary replaces it by delta_hat_l and makes it
+    # M_l's bootstrapped target (Jaderberg et al. 2017, sec. 3.1 / fig. 2); a
+    # coupled one passes it on unchanged (backprop across the boundary).
+    directions, used = [None] * o.n_hidden, [None] * o.n_hidden
+    m, targets = {}, {}
+    arriving = fw.dL_dh_last
+    for l in reversed(range(o.n_hidden)):
+        if l in o.decoupled:
+            targets[l] = arriving
+            if o.oracle:
+                m[l] = B * true_deltas[l]
+            else:
+                m[l] = apply_synthesizer(theta[l], _synth_input(o, hs[l], y)).reshape(
+                    hs[l].shape
+                )
+            used[l] = m[l] / B
+        else:
+            used[l] = arriving
+        directions[l], arriving = vjps[l](used[l])
+    if o.warmup_steps > 0:
+        targets = {l: jnp.where(fw.warm, true_deltas[l], t) for l, t in targets.items()}
+    # The target is a constant for the synthesizer: without stop_gradient the
+    # regression would also move M_{l+1} (through delta_hat_{l+1}) toward
+    # M_l's prediction (a known bug in public implementations).
+    losses = [
+        jnp.mean(
+            jnp.sum(
+                jnp.square(m[l] - B * jax.lax.stop_gradient(targets[l])).reshape(B, -1),
+                axis=-1,
+            )
+        )
+        for l in o.decoupled
+    ]
+    losses = jnp.stack(losses) if losses else jnp.zeros((0,), fw.value.dtype)
+    return jnp.sum(losses), (losses, tuple(used), tuple(directions))
+
+
+def _update(o: SGOptions, params, state: SyntheticGradientsState, batch):
+    """One step: the direction for every stage, the new state, the metrics."""
+    x, y = batch
+    warm = state.step < o.warmup_steps  # traced bool scalar
+
+    # Forward, keeping each stage's vjp (w.r.t. its params and its input).
+    hs, vjps = [], []
+    for f, p in zip(o.fns, params, strict=True):
+        x, vjp = jax.vjp(f, p, x)
+        hs.append(x)
+        vjps.append(vjp)
+    value, loss_vjp = jax.vjp(lambda out: o.loss.value(out, y), x)
+    (dL_dout,) = loss_vjp(jnp.ones_like(value))
+    g_readout, dL_dh_last = vjps[-1](dL_dout)  # read-out: its true gradient
+    hs = hs[:-1]
+    true_deltas, true_grads = _true_signals(o, params, hs, vjps, dL_dh_last, warm)
+
+    fw = _Pass(y, value, hs, vjps, dL_dh_last, true_deltas, warm)
+
+    def objective(theta):
+        return _synth_objective(o, theta, fw)
+
+    trainable = state.trainable
+    if o.oracle:
+        _, (synth_losses, delta_hat, directions) = objective(trainable.params)
+    else:
+        (_, (synth_losses, delta_hat, directions)), g_theta = jax.value_and_grad(
+            objective, has_aux=True
+        )(trainable.params)
+        trainable = train_step(o.opt, trainable, g_theta)
+
+    if o.warmup_steps > 0:  # exact backprop while warming up (jit-able switch)
+        directions = jax.tree_util.tree_map(
+            lambda g_true, g: jnp.where(warm, g_true, g), true_grads, directions
+        )
+    direction = (*directions, g_readout)
+
+    metrics = {"loss": value, "warmup": warm.astype(value.dtype)}
+    if o.decoupled:
+        metrics["synth_loss"] = synth_losses
+    if o.diagnostics or o.oracle:
+        metrics["synth_angle_deg"] = jnp.stack(
+            [angle_deg(d, t) for d, t in zip(delta_hat, true_deltas, strict=True)]
+        ).astype(value.dtype)
+    return tuple(direction), SyntheticGradientsState(trainable, state.step + 1), metrics
 
 
 def sg(
@@ -187,197 +314,27 @@ def sg(
       Czarnecki et al. (2017), "Understanding Synthetic Gradients and Decoupled
       Neural Interfaces", ICML 2017.
     """
-    if model.num_stages < 2:
-        raise UnsupportedModelError(
-            "rule=sg needs at least one hidden stage (a synthesizer sits after each "
-            f"hidden stage); the model has {model.num_stages} stage(s): use a "
-            "non-empty model.hidden"
-        )
-    if synthesizer not in SYNTHESIZERS:
-        raise ValueError(
-            f"rule.synthesizer must be one of {list(SYNTHESIZERS)}, got {synthesizer!r}"
-        )
-    if synthesizer == "mlp" and int(synth_hidden_layers) < 1:
-        raise ValueError(
-            f"rule.synth_hidden_layers must be >= 1 for synthesizer=mlp, got "
-            f"{synth_hidden_layers}"
-        )
-    if int(synth_width) < 1:
-        raise ValueError(f"rule.synth_width must be positive, got {synth_width}")
-    if int(warmup_steps) < 0:
-        raise ValueError(f"rule.warmup_steps must be >= 0, got {warmup_steps}")
-    warmup_steps = int(warmup_steps)
-    decoupled = _decoupled_stages(decouple, model.num_stages - 1)
-    oracle = synthesizer == "oracle"
-    n_hidden = model.num_stages - 1
-    fns = [stage_fn(s) for s in model.stages]
-    opt = (
-        make_optimizer("adam", 1e-3, total_steps=1) if optimizer is None else optimizer
+    o = resolve_options(
+        model,
+        loss,
+        synthesizer=synthesizer,
+        conditioned=conditioned,
+        synth_hidden_layers=synth_hidden_layers,
+        synth_width=synth_width,
+        optimizer=optimizer,
+        warmup_steps=warmup_steps,
+        diagnostics=diagnostics,
+        decouple=decouple,
     )
 
-    def synth_input(h, y):
-        z = h.reshape(h.shape[0], -1)  # [B, D_l]
-        if conditioned:
-            z = jnp.concatenate([z, as_targets(y, model.num_outputs, z.dtype)], axis=-1)
-        return z
-
     def init_fn(key, params):
-        dtype = jax.tree_util.tree_leaves(params)[0].dtype
-        x = jax.ShapeDtypeStruct((1, *model.input_shape), dtype)
-
-        def hidden_outputs(params, x):
-            hs = []
-            for f, p in zip(fns[:-1], params[:-1], strict=True):
-                x = f(p, x)
-                hs.append(x)
-            return hs
-
-        if oracle:  # nothing to learn
-            theta = ((),) * n_hidden
-        else:
-            shapes = jax.eval_shape(hidden_outputs, params, x)
-            theta = []
-            for l, k in enumerate(jax.random.split(key, n_hidden)):
-                if l not in decoupled:
-                    theta.append(())
-                    continue
-                d = math.prod(shapes[l].shape[1:])
-                d_in = d + (model.num_outputs if conditioned else 0)
-                theta.append(
-                    init_synthesizer(
-                        k,
-                        d_in,
-                        d,
-                        synthesizer,
-                        int(synth_hidden_layers),
-                        int(synth_width),
-                        dtype,
-                    )
-                )
-            theta = tuple(theta)
-        return SyntheticGradientsState(
-            init_trainable(opt, theta), jnp.zeros((), jnp.int32)
-        )
-
-    def exact_backprop(vjps, dL_dh_last):
-        """True ``dL/dh_l`` and ``dL/dparams_l`` for every hidden stage.
-
-        The chain of per-stage vjps, i.e. the vjp of the whole stack. Used only for
-        the diagnostics, the warm-up and the oracle control.
-        """
-        deltas, grads = [None] * n_hidden, [None] * n_hidden
-        delta = dL_dh_last
-        for l in reversed(range(n_hidden)):
-            deltas[l] = delta
-            grads[l], delta = vjps[l](delta)
-        return tuple(deltas), tuple(grads)
+        return _init(o, key, params)
 
     def update_fn(params, state, batch, key):
         del key
-        x, y = batch
-        B = x.shape[0]
-        warm = state.step < warmup_steps  # traced bool scalar
-
-        # Forward, keeping each stage's vjp (w.r.t. its params and its input).
-        hs, vjps = [], []
-        for f, p in zip(fns, params, strict=True):
-            x, vjp = jax.vjp(f, p, x)
-            hs.append(x)
-            vjps.append(vjp)
-        value, loss_vjp = jax.vjp(lambda out: loss.value(out, y), x)
-        (dL_dout,) = loss_vjp(jnp.ones_like(value))
-        g_readout, dL_dh_last = vjps[-1](dL_dout)  # read-out: its true gradient
-        hs = hs[:-1]
-
-        if diagnostics or oracle:
-            true_deltas, true_grads = exact_backprop(vjps, dL_dh_last)
-        elif warmup_steps > 0:  # exact backprop only while warming up
-            true_deltas, true_grads = jax.lax.cond(
-                warm,
-                lambda: exact_backprop(vjps, dL_dh_last),
-                lambda: (
-                    tuple(jnp.zeros_like(h) for h in hs),
-                    jax.tree_util.tree_map(jnp.zeros_like, tuple(params[:-1])),
-                ),
-            )
-        else:
-            true_deltas = true_grads = None
-
-        def synth_objective(theta):
-            # Top-down through the hidden stages: ``arriving`` is the cotangent that
-            # stage l+1 sends to h_l (the read-out's true one for the last hidden
-            # stage). A decoupled boundary replaces it by delta_hat_l and makes it
-            # M_l's bootstrapped target (Jaderberg et al. 2017, sec. 3.1 / fig. 2); a
-            # coupled one passes it on unchanged (backprop across the boundary).
-            directions, used = [None] * n_hidden, [None] * n_hidden
-            m, targets = {}, {}
-            arriving = dL_dh_last
-            for l in reversed(range(n_hidden)):
-                if l in decoupled:
-                    targets[l] = arriving
-                    if oracle:
-                        m[l] = B * true_deltas[l]
-                    else:
-                        m[l] = apply_synthesizer(
-                            theta[l], synth_input(hs[l], y)
-                        ).reshape(hs[l].shape)
-                    used[l] = m[l] / B
-                else:
-                    used[l] = arriving
-                directions[l], arriving = vjps[l](used[l])
-            if warmup_steps > 0:
-                targets = {
-                    l: jnp.where(warm, true_deltas[l], t) for l, t in targets.items()
-                }
-            # The target is a constant for the synthesizer: without stop_gradient the
-            # regression would also move M_{l+1} (through delta_hat_{l+1}) toward
-            # M_l's prediction (a known bug in public implementations).
-            losses = [
-                jnp.mean(
-                    jnp.sum(
-                        jnp.square(
-                            m[l] - B * jax.lax.stop_gradient(targets[l])
-                        ).reshape(B, -1),
-                        axis=-1,
-                    )
-                )
-                for l in decoupled
-            ]
-            losses = jnp.stack(losses) if losses else jnp.zeros((0,), value.dtype)
-            return jnp.sum(losses), (losses, tuple(used), tuple(directions))
-
-        trainable = state.trainable
-        if oracle:
-            _, (synth_losses, delta_hat, directions) = synth_objective(trainable.params)
-        else:
-            (_, (synth_losses, delta_hat, directions)), g_theta = jax.value_and_grad(
-                synth_objective, has_aux=True
-            )(trainable.params)
-            trainable = train_step(opt, trainable, g_theta)
-
-        if warmup_steps > 0:  # exact backprop while warming up (jit-able switch)
-            directions = jax.tree_util.tree_map(
-                lambda g_true, g: jnp.where(warm, g_true, g), true_grads, directions
-            )
-        direction = (*directions, g_readout)
-
-        metrics = {"loss": value, "warmup": warm.astype(value.dtype)}
-        if decoupled:
-            metrics["synth_loss"] = synth_losses
-        if diagnostics or oracle:
-            metrics["synth_angle_deg"] = jnp.stack(
-                [angle_deg(d, t) for d, t in zip(delta_hat, true_deltas, strict=True)]
-            ).astype(value.dtype)
-        new_state = SyntheticGradientsState(trainable, state.step + 1)
-        return tuple(direction), new_state, metrics
+        return _update(o, params, state, batch)
 
     return LearningRule(init_fn, update_fn)
 
 
-__all__ = [
-    "SYNTHESIZERS",
-    "SyntheticGradientsState",
-    "apply_synthesizer",
-    "init_synthesizer",
-    "sg",
-]
+__all__ = ["SyntheticGradientsState", "sg"]

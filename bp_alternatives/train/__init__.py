@@ -5,7 +5,8 @@
 - ``history``: per-epoch history entries, writer names, selection on validation;
 - ``checkpoint``: atomic checkpoints and reading them back;
 - ``sharding``: data parallelism over devices and the seed axis;
-- ``fit``: training over seeds, the headline choice, each seed's results.
+- ``record``: the headline choice, per-epoch history, resume, each seed's results;
+- ``fit``: training over seeds.
 
 ``python -m bp_alternatives.train`` is the ``bpa-train`` command (``__main__``); the
 config -> objects side lives in :mod:`bp_alternatives.experiment`.
@@ -17,8 +18,9 @@ from bp_alternatives.train.checkpoint import (
     read_checkpoint,
 )
 from bp_alternatives.train.evaluate import make_eval_fn
-from bp_alternatives.train.fit import choose_headline, fit, fit_seeds
+from bp_alternatives.train.fit import fit, fit_seeds
 from bp_alternatives.train.history import flat_scalars, select_on_validation
+from bp_alternatives.train.record import choose_headline
 from bp_alternatives.train.sharding import data_mesh, seed_axis
 from bp_alternatives.train.step import (
     TrainState,

@@ -1,9 +1,9 @@
 """Training over seeds: data on the device, one compiled program per epoch, the
-per-epoch evaluation and probe, checkpoints, and each seed's results."""
+per-epoch evaluation and probe, checkpoints (what is recorded, and each seed's results:
+:mod:`bp_alternatives.train.record`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -17,14 +17,17 @@ from bp_alternatives.data import Dataset
 from bp_alternatives.diagnostics import with_alignment
 from bp_alternatives.model import Model
 from bp_alternatives.model.losses import Loss
-from bp_alternatives.progress import EPOCH_LOG, Progress, epoch_line
+from bp_alternatives.progress import Progress
 from bp_alternatives.rules import Batch, LearningRule, headline_candidates
 from bp_alternatives.train.checkpoint import Checkpointer
 from bp_alternatives.train.evaluate import make_eval_fn
-from bp_alternatives.train.history import (
-    flat_scalars,
-    history_entry,
-    select_on_validation,
+from bp_alternatives.train.record import (
+    Record,
+    Recorder,
+    checkpoint_meta,
+    record_epoch,
+    resume,
+    seed_results,
 )
 from bp_alternatives.train.sharding import (
     data_mesh,
@@ -107,24 +110,6 @@ def fit_seeds(
     )
 
 
-def choose_headline(
-    modes: Sequence[str] | None, splits: dict[str, dict[str, Any]]
-) -> str | None:
-    """Set each split's ``accuracy`` to the prediction mode (one of ``modes``) with the
-    best validation accuracy -- training accuracy without a ``val`` split; never
-    test -- and return that mode (the first of equals). ``None`` modes: the rule has
-    one headline, nothing to choose. ``splits``: ``{"train"|"val"|"test": eval
-    results}`` (``accuracy/<mode>`` keys), modified in place.
-    """
-    if not modes:
-        return None
-    on = splits.get("val", splits["train"])
-    best = max(modes, key=lambda m: float(on[f"accuracy/{m}"]))
-    for res in splits.values():
-        res["accuracy"] = res[f"accuracy/{best}"]
-    return best
-
-
 class _Arrays(NamedTuple):
     """The dataset's splits on the device(s); ``val`` is ``None`` without one."""
 
@@ -186,90 +171,6 @@ def _programs(
     )
 
 
-@dataclasses.dataclass
-class _Record:
-    """What the loop has recorded so far, per seed; saved in checkpoints."""
-
-    histories: list[list[dict[str, Any]]]
-    diverged: list[int | None]
-    shown: list[dict[str, Any]]  # each seed's last epoch, as displayed
-    steady_time: float = 0.0
-    steady_examples: int = 0
-
-
-def _resume(ckpt, state, record: _Record, writers, replicated) -> tuple[Any, int]:
-    """(state, first epoch to train) from the checkpoint in ``ckpt``, if any; the
-    restored epochs are replayed to the writers, which start empty, so metrics.csv
-    and a W&B run hold the whole history, not only the epochs after the resume."""
-    restored = ckpt.load(state) if ckpt else None
-    if restored is None:
-        return state, 1
-    state, meta = restored
-    state = replicate_tree(state, replicated) if replicated is not None else state
-    record.histories, record.diverged = meta["histories"], meta["diverged"]
-    print(f"resuming from the checkpoint of epoch {meta['epoch']}")
-    for s, history in enumerate(record.histories):
-        for entry in history:
-            writers[s].write_scalars(entry["epoch"], flat_scalars(entry))
-    return state, meta["epoch"] + 1
-
-
-class _Recorder(NamedTuple):
-    """What recording an epoch needs besides the epoch's own numbers."""
-
-    candidates: tuple[str, ...]  # the rule's headline modes (rules.headline_candidates)
-    writers: list[MetricWriter]
-    batched: bool
-    epochs: int
-    steps: int  # per epoch
-    batch_size: int
-    lr_schedule: Callable[[int], Any] | None
-
-
-def _record_epoch(
-    rec: _Recorder,
-    record: _Record,
-    epoch: int,
-    dt: float,
-    evals: dict[str, Any],
-    step_metrics,
-    probe_metrics,
-) -> None:
-    """Each live seed's history entry of ``epoch``: logged, written, appended; a seed
-    whose epoch was not finite is marked diverged."""
-    batched, steps, lr_schedule = rec.batched, rec.steps, rec.lr_schedule
-    for s in range(len(record.histories)):
-        if record.diverged[s] is not None:
-            continue
-        splits = {k: _per_seed(v, s, batched) for k, v in evals.items()}
-        mode = choose_headline(rec.candidates, splits)
-        entry = history_entry(
-            epoch,
-            dt,
-            splits,
-            _per_seed(step_metrics, s, batched),
-            _per_seed(probe_metrics, s, batched),
-        )
-        if mode is not None:
-            entry["prediction_mode"] = mode
-        finite = entry.pop("finite")
-        if lr_schedule is not None:  # the rate of the epoch's first step
-            entry["lr"] = float(lr_schedule((epoch - 1) * steps))
-        record.histories[s].append(entry)
-        speed = steps * rec.batch_size / dt
-        record.shown[s] = entry | {"examples_per_second": speed}
-        seed = f"seed {s}: " if batched else ""
-        EPOCH_LOG.info(seed + epoch_line(epoch, rec.epochs, record.shown[s]))
-        # the same columns live and when a resumed run replays its history
-        rec.writers[s].write_scalars(epoch, flat_scalars(entry))
-        if not finite:
-            record.diverged[s] = epoch
-
-
-def _per_seed(tree, s: int, batched: bool):
-    return jax.tree_util.tree_map(lambda a: a[s] if batched else a, tree)
-
-
 def _fit(
     model: Model,
     loss: Loss,
@@ -307,13 +208,13 @@ def _fit(
     arrays, prog, state, run_keys, replicated = _start(
         model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel
     )
-    record = _Record([[] for _ in keys], [None] * num_seeds, [{} for _ in keys])
+    record = Record([[] for _ in keys], [None] * num_seeds, [{} for _ in keys])
     ckpt = checkpoint_dir and Checkpointer(
         checkpoint_dir, checkpoint_every, checkpoint_tag
     )
-    state, first_epoch = _resume(ckpt, state, record, writers, replicated)
+    state, first_epoch = resume(ckpt, state, record, writers, replicated)
     steps = n // batch_size
-    rec = _Recorder(
+    rec = Recorder(
         headline_candidates(rule, model) or (),
         writers,
         batched,
@@ -332,13 +233,13 @@ def _fit(
         if bar:
             bar.update(epoch, record.shown[0])
         if ckpt and ckpt.due(epoch, epoch == epochs):
-            ckpt.save(state, _meta(epoch, record))
+            ckpt.save(state, checkpoint_meta(epoch, record))
     if bar and bar.tty and len(record.histories[0]) != epochs:
         bar.close()
     chosen_on = "val" if arrays.val is not None else "train"
     wall = time.perf_counter() - start
     return [
-        _seed_results(rec, record, state, s, chosen_on, wall) for s in range(num_seeds)
+        seed_results(rec, record, state, s, chosen_on, wall) for s in range(num_seeds)
     ]
 
 
@@ -371,8 +272,8 @@ def _start(model, loss, rule, optimizer, data, keys, batched, sizes, data_parall
 
 def _train_epoch(
     prog: _Programs,
-    rec: _Recorder,
-    record: _Record,
+    rec: Recorder,
+    record: Record,
     arrays: _Arrays,
     state,
     epoch: int,
@@ -398,39 +299,5 @@ def _train_epoch(
     }
     if arrays.val is not None:
         evals["val"] = prog.eval(state.params, state.rule_state, *arrays.val)
-    _record_epoch(rec, record, epoch, dt, evals, step_metrics, probe_metrics)
+    record_epoch(rec, record, epoch, dt, evals, step_metrics, probe_metrics)
     return state
-
-
-def _seed_results(rec, record, state, s, chosen_on, wall) -> dict[str, Any]:
-    """Seed ``s``'s results dict (:func:`fit`)."""
-    history, diverged = record.histories[s], record.diverged[s]
-    last = history[-1] if history else {}
-    final = {k: last.get(k) for k in last if k.startswith(("train_", "test_", "val_"))}
-    prediction = None
-    if rec.candidates:
-        prediction = {
-            "mode": last.get("prediction_mode"),
-            "chosen_on": chosen_on,
-            "candidates": list(rec.candidates),
-        }
-    steady = record.steady_time
-    return {
-        "final": final,
-        "selected": select_on_validation(history),
-        "prediction": prediction,
-        "history": history,
-        "status": "ok" if diverged is None else "diverged",
-        "diverged_epoch": diverged,
-        "examples_per_second": record.steady_examples / steady if steady > 0 else None,
-        "seeds_in_program": len(record.histories),
-        "wall_seconds": wall,
-        "steps_per_epoch": rec.steps,
-        "params": _per_seed(state.params, s, rec.batched),
-        "rule_state": _per_seed(state.rule_state, s, rec.batched),
-    }
-
-
-def _meta(epoch: int, record: _Record) -> dict[str, Any]:
-    """A checkpoint's metadata: what :func:`_resume` reads back."""
-    return {"epoch": epoch, "histories": record.histories, "diverged": record.diverged}
