@@ -125,8 +125,8 @@ class Trainable(NamedTuple):
     ``trainable`` field and steps them with :func:`train_step`.
 
     Their optimizer is the factory's ``optimizer`` argument (an optax
-    ``GradientTransformation``): ``experiment.build_rule`` passes the run's optimizer, or
-    the one the rule's config names under ``rule.optimizer``.
+    ``GradientTransformation``): ``experiment.build_rule`` passes the run's
+    optimizer, or the one the rule's config names under ``rule.optimizer``.
     """
 
     params: Any
