@@ -123,14 +123,17 @@ def build_rule(
 def _rule_optimizer(cfg: DictConfig):
     """The optimizer of a rule's own parameters (SG's synthesizers, FF's read-out,
     Kolen-Pollack's B): ``rule.optimizer``, an optim-style mapping (``name``, ``lr``,
-    ...; the run's step counts for its schedule), or the run's optimizer where it is
-    null. ValueError names ``rule.optimizer`` and the bad value."""
+    ...; the run's step counts for its schedule; a missing ``name`` or ``lr`` is the
+    run's), or the run's optimizer where it is null. ValueError names
+    ``rule.optimizer`` and the bad value."""
     spec = cfg.rule.optimizer
     if spec is None:
         return build_optimizer(cfg)
     node = OmegaConf.create(
         {
             "_target_": "bp_alternatives.optim.make_optimizer",
+            "name": "${optim.name}",
+            "lr": "${optim.lr}",
             "total_steps": "${run.total_steps}",
             "steps_per_epoch": "${run.steps_per_epoch}",
         }

@@ -10,6 +10,7 @@ run builds are checked in seconds; what the numbers are is for the rules' own te
 
 from __future__ import annotations
 
+import functools
 import gzip
 import pickle
 import struct
@@ -30,10 +31,11 @@ from bp_alternatives.experiment import (
     build_data,
     build_model,
     build_optimizer,
+    build_rule,
     build_writer,
     check_config,
 )
-from bp_alternatives.model import Model, init_params, output
+from bp_alternatives.model import Model, init_params, mlp, output
 from bp_alternatives.rules import Batch, LearningRule, bp
 from tests.conftest import CONFIG_DIR, compose_cfg, tree_allclose
 
@@ -262,3 +264,38 @@ def test_run_quantities_reach_any_config_by_interpolation():
     built = build(cfg)
     assert (built.cfg.run.steps_per_epoch, built.cfg.optim.total_steps) == (22, 66)
     assert built.cfg.note == 66
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ([], ("adam", 1e-3)),  # rule.optimizer: null -> the run's optimizer
+        (["+rule.optimizer.lr=0.05"], ("adam", 0.05)),  # the run's family, its own lr
+        (["+rule.optimizer={name:sgd,lr:0.2}"], ("sgd", 0.2)),
+    ],
+)
+def test_kolen_pollack_feedback_optimizer_from_rule_optimizer(
+    overrides, expected, monkeypatch
+):
+    """Kolen-Pollack's B is stepped by ``rule.optimizer``: null is the run's
+    optimizer; a mapping without ``name`` or ``lr`` takes the run's."""
+    import bp_alternatives.optim as optim_module
+
+    calls = []
+    real = optim_module.make_optimizer
+
+    @functools.wraps(real)
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optim_module, "make_optimizer", spy)
+    cfg = compose_cfg(
+        ["rule=fa", "rule.feedback=kp", "optim=adam", "optim.lr=1e-3", *overrides]
+    )
+    validate_config(cfg)
+    model = mlp((4,), 3, hidden=(5,))
+    build_rule(cfg, model, total_steps=10, steps_per_epoch=5)
+    assert calls, "no optimizer was built for B"
+    assert calls[-1]["name"] == expected[0]
+    assert calls[-1]["lr"] == pytest.approx(expected[1])
