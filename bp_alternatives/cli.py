@@ -43,7 +43,8 @@ from omegaconf.errors import (
 from bp_alternatives.compare import main as compare_main
 from bp_alternatives.config import ConfigError, closest
 from bp_alternatives.data import CorruptFileError, DataError, DatasetNotFoundError
-from bp_alternatives.sweep import run_job
+from bp_alternatives.guard import writable_error
+from bp_alternatives.sweep import abort_sweep, run_job
 
 USER_ERRORS = (
     ConfigError,
@@ -150,6 +151,11 @@ def hydra_cli(main: Callable[[], Any]) -> Callable[[], Any]:
             return main()
         except USER_ERRORS as e:
             _exit(e)
+        except Exception as e:
+            abort_sweep(e)  # a sweep the launcher gave up: its summary, exit 1
+            if isinstance(e, OSError) and (user := writable_error(e)):
+                _exit(user)  # a read-only or full disk under Hydra's own files
+            raise
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)
 

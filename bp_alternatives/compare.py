@@ -82,6 +82,7 @@ __all__ = [
     "load_run",
     "load_runs",
     "log_to_wandb",
+    "default_out_dir",
     "main",
     "plot_all",
     "restore_predictor",
@@ -108,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the table here instead of printing it")
     p.add_argument(
         "--plots-dir",
-        help="where table.{md,tex,csv} and the plots go (default: DIR/compare)",
+        help="where table.{md,tex,csv} and the plots go (default: DIR/compare; "
+        "several DIRs: compare-<A>+<B> in their common parent)",
     )
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument(
@@ -126,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-entity", default=None)
     p.add_argument("--wandb-group", default=None)
     return p
+
+
+def default_out_dir(dirs: Sequence[str]) -> str:
+    """Where the tables and plots go without ``--plots-dir``: ``DIR/compare`` for
+    one directory; for several, ``compare-<A>+<B>...`` in their common parent, so
+    the combined table never overwrites a sweep's own ``compare/``."""
+    if len(dirs) == 1:
+        return os.path.join(dirs[0], "compare")
+    paths = [os.path.abspath(d) for d in dirs]
+    names = "+".join(os.path.basename(p.rstrip(os.sep)) or "root" for p in paths)
+    return os.path.join(os.path.commonpath(paths), f"compare-{names}"[:200])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(text, end="")
 
-    out_dir = args.plots_dir or os.path.join(args.dirs[0], "compare")
+    out_dir = args.plots_dir or default_out_dir(args.dirs)
     plots = write_outputs(runs, table, out_dir, plots=not args.no_plots)
     counts = {s: sum(r.status == s for r in runs) for s in STATUSES}
     print(

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bp_alternatives import results as results_io
 from bp_alternatives.config import ConfigError, closest, validate_config, with_run
-from bp_alternatives.data import Dataset, validate_dataset
+from bp_alternatives.data import DataError, Dataset, validate_dataset
 from bp_alternatives.model import Model
 from bp_alternatives.model.losses import Loss, get_loss
 from bp_alternatives.optim import make_schedule
@@ -91,8 +91,18 @@ def run_steps(cfg: DictConfig, data: Dataset) -> tuple[int, int]:
 
 
 def build_data(cfg: DictConfig) -> Dataset:
-    """``cfg.data``'s factory called with its options; the result validated."""
-    return validate_dataset(_instantiate(cfg, "data"))
+    """``cfg.data``'s factory called with its options; the result validated
+    (:class:`DataError` also for a training split smaller than one batch)."""
+    data = validate_dataset(_instantiate(cfg, "data"))
+    n, batch = len(data.x_train), int(cfg.trainer.batch_size)
+    if n < batch:
+        raise DataError(
+            f"trainer.batch_size={batch} is larger than the {data.name} training "
+            f"split ({n} examples)",
+            fix=f"trainer.batch_size={n} or less, or a larger training split "
+            "(data.val_fraction, data.train_subset, data.test_size)",
+        )
+    return data
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> Model:

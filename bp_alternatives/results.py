@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,13 +125,15 @@ def write(path: str, results: Results) -> None:
     write_atomic(path, json.dumps(results.to_dict(), indent=2))
 
 
-def read(path: str) -> Results:
+def read(path: str, strict: bool = True) -> Results:
     """Parse and check one ``results.json`` (this version or version 1).
 
     Raises :class:`ResultsError` naming the file and the field: not JSON, not an
     object, a ``status`` outside :data:`STATUSES`, a finished run without a string
     ``rule``, an object ``final`` or a list ``history``, an ok run without a number
-    ``final.test_accuracy``, or a ``schema_version`` newer than this code.
+    and finite ``final.test_accuracy`` (with ``strict=False`` such a run is
+    returned: the comparison counts it as failed), or a ``schema_version`` newer
+    than this code.
     """
     try:
         with open(path) as f:
@@ -139,10 +142,14 @@ def read(path: str) -> Results:
         raise ResultsError(f"{path}: malformed {FILENAME} (not JSON: {e})") from e
     except OSError as e:
         raise ResultsError(f"{path}: cannot read ({e})") from e
-    return from_dict(raw, path)
+    return from_dict(raw, path, strict)
 
 
-def from_dict(raw: Any, path: str = FILENAME) -> Results:
+def _finite(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+
+def from_dict(raw: Any, path: str = FILENAME, strict: bool = True) -> Results:
     """The record of a parsed ``results.json`` object; checks as :func:`read`."""
 
     def bad(what: str) -> ResultsError:
@@ -170,8 +177,11 @@ def from_dict(raw: Any, path: str = FILENAME) -> Results:
         ):
             raise bad("'history' missing or not a list of objects")
     acc = final.get("test_accuracy") if isinstance(final, dict) else None
-    if status == "ok" and (isinstance(acc, bool) or not isinstance(acc, int | float)):
-        raise bad("'final.test_accuracy' missing or not a number in an ok run")
+    if status == "ok" and not _finite(acc) and strict:
+        raise bad(
+            f"'final.test_accuracy' is {acc!r} in an ok run (missing, or not a "
+            "finite number)"
+        )
     known = {f.name for f in dataclasses.fields(Results)}
     kwargs = {k: v for k, v in raw.items() if k in known}
     kwargs["schema_version"] = version

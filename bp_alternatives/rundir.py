@@ -1,6 +1,7 @@
 """A run directory: ``results.json`` written atomically, a finished run recognised by
-its config's fingerprint, the tag its checkpoints carry, and the one-line summary of
-a finished run."""
+its config's fingerprint (another configuration's is refused with
+:class:`RunDirError`), the tag its checkpoints carry, and the one-line summary of a
+finished run. Its lock and stale temporary files: :mod:`bp_alternatives.guard`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from bp_alternatives import results as results_io
 from bp_alternatives.atomic import atomic_path
-from bp_alternatives.config import with_run
+from bp_alternatives.config import ConfigError, with_run
+
+
+class RunDirError(ConfigError):
+    """A run directory that this run must not write into (a finished run of another
+    configuration, one in use by another process, a read-only one); raised before
+    anything in it is written."""
 
 
 def _derived(cfg: DictConfig) -> list[str]:
@@ -60,12 +67,26 @@ def finished(path: str, cfg: DictConfig) -> dict[str, Any] | None:
     res = record.to_dict()
     derived = _derived(cfg)
     theirs = _fingerprint(OmegaConf.create(res.get("config", {})), derived)
-    if theirs != _fingerprint(cfg, derived):
-        raise ValueError(
-            f"{path} holds a finished run of a different configuration; use another "
-            "output directory (hydra.run.dir=... or hydra.sweep.dir=...)"
+    mine = _fingerprint(cfg, derived)
+    if theirs != mine:
+        diff = ", ".join(_differences(theirs, mine)[:4])
+        raise RunDirError(
+            f"{path} holds a finished run of a different configuration ({diff}); "
+            "nothing was written",
+            fix="another output directory: hydra.run.dir=... (a sweep: "
+            "hydra.sweep.dir=...), or the finished run's own values",
         )
     return res
+
+
+def _differences(theirs: Any, mine: Any, prefix: str = "") -> list[str]:
+    """``key: theirs -> mine`` for each leaf where two nested configs differ."""
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        out = []
+        for k in sorted(set(theirs) | set(mine), key=str):
+            out += _differences(theirs.get(k), mine.get(k), f"{prefix}{k}.")
+        return out
+    return [] if theirs == mine else [f"{prefix[:-1]}: {theirs!r} -> {mine!r}"]
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -18,8 +18,6 @@ if any did. With ``logger=wandb`` the table and plots also go to one aggregate W
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import sys
 import time
@@ -31,13 +29,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bp_alternatives import guard
 from bp_alternatives import results as results_io
-from bp_alternatives.atomic import write_atomic
 from bp_alternatives.config import check_optimized_metric
 from bp_alternatives.experiment import run
-
-SUMMARY_JSONL = "sweep_summary.jsonl"
-SUMMARY_MD = "sweep_summary.md"
+from bp_alternatives.rundir import RunDirError
+from bp_alternatives.sweep_records import SUMMARY_MD, record, summarise
 
 
 class JobContext(NamedTuple):
@@ -92,14 +89,20 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     try:
         check_optimized_metric(cfg, tuning=ctx.tuning)
-        results = run(cfg, out_dir=ctx.out_dir)
-    except Exception as e:
+        guard.check_run_dir(ctx.out_dir, cfg)
+        with guard.run_dir_lock(ctx.out_dir):
+            guard.clean_stale_temps(ctx.out_dir)
+            results = run(cfg, out_dir=ctx.out_dir)
+    except Exception as exc:
+        # a full or read-only disk is the user's to fix: RunDirError, exit status 2
+        e = (isinstance(exc, OSError) and guard.writable_error(exc)) or exc
         failed = failed_results(cfg, e)
         results = failed.to_dict()
-        if _lead():
-            results_io.write(os.path.join(ctx.out_dir, results_io.FILENAME), failed)
+        _record_failure(ctx.out_dir, e, failed)
         if not ctx.multirun:  # a single run fails loudly
-            raise
+            if e is exc:
+                raise
+            raise e from exc
         print(
             f"[job failed] {ctx.override_dirname or ctx.out_dir}: {results['error']}",
             file=sys.stderr,
@@ -117,6 +120,19 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     values = [r["final"].get(metric) for r in runs]
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def _record_failure(out_dir: str, e: BaseException, failed: results_io.Results):
+    """Write the failed job's ``results.json``, unless the job was refused
+    (``RunDirError``: nothing may be written) or a finished run is there (its
+    results are kept; the failure is in the sweep summary and the log)."""
+    path = os.path.join(out_dir, results_io.FILENAME)
+    if not _lead() or isinstance(e, RunDirError) or results_io.read_finished(path):
+        return
+    try:
+        results_io.write(path, failed)
+    except OSError as err:  # a full or read-only disk: the error above is the news
+        print(f"[job failed] cannot write {path}: {err}", file=sys.stderr)
 
 
 def run_name(ctx: JobContext, hydra_cfg: DictConfig) -> str:
@@ -185,101 +201,6 @@ def _lead() -> bool:
     import jax
 
     return jax.process_index() == 0
-
-
-def record(ctx: JobContext, results: dict[str, Any], seconds: float) -> None:
-    """Append the job's outcome to ``<sweep dir>/sweep_summary.jsonl`` (locked)."""
-    if not _lead():
-        return
-    out_dir = ctx.out_dir
-    if isinstance(results.get("seed"), int) and os.path.isdir(
-        seed_dir := os.path.join(out_dir, f"seed={results['seed']}")
-    ):
-        out_dir = seed_dir
-    line = {
-        "job": ctx.num,
-        "dir": os.path.relpath(out_dir, ctx.sweep_dir),
-        "overrides": ctx.overrides,
-        "status": results.get("status"),
-        "test_accuracy": (results.get("final") or {}).get("test_accuracy"),
-        "error": results.get("error"),
-        "seconds": round(seconds, 3),
-    }
-    os.makedirs(ctx.sweep_dir, exist_ok=True)
-    with open(os.path.join(ctx.sweep_dir, SUMMARY_JSONL), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def read_records(sweep_dir: str) -> list[dict[str, Any]]:
-    """The jobs' lines of ``sweep_summary.jsonl`` (the last line per run dir wins),
-    plus a ``no record`` entry for every job directory that has none (a job killed
-    before it could write, e.g. by Slurm's time limit)."""
-    records: dict[str, dict[str, Any]] = {}
-    path = os.path.join(sweep_dir, SUMMARY_JSONL)
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["dir"]] = r
-    seen = {r["dir"].split(os.sep)[0] for r in records.values()}
-    for name in sorted(os.listdir(sweep_dir)):
-        job_dir = os.path.join(sweep_dir, name)
-        if name not in seen and os.path.isdir(os.path.join(job_dir, ".hydra")):
-            records[name] = {
-                "job": None,
-                "dir": name,
-                "overrides": [],
-                "status": "no record",
-                "test_accuracy": None,
-                "error": "the job left no record (killed, or crashed outside Python?)",
-            }
-    return sorted(
-        records.values(),
-        key=lambda r: (
-            r["job"] is None,
-            r["job"] if r["job"] is not None else 0,
-            r["dir"],
-        ),
-    )
-
-
-def summarise(sweep_dir: str) -> tuple[str, list[dict[str, Any]]]:
-    """Write ``sweep_summary.md``; return its text and the records that did not
-    finish (``failed`` or ``no record``)."""
-    records = read_records(sweep_dir)
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    bad = [r for r in records if r["status"] not in ("ok", "diverged")]
-    head = f"{len(records)} runs: " + ", ".join(
-        f"{counts.get(s, 0)} {s}"
-        for s in ("ok", "diverged", "failed", "no record")
-        if counts.get(s, 0) or s in ("ok", "failed")
-    )
-    lines = [
-        f"# Sweep summary: {sweep_dir}",
-        "",
-        head,
-        "",
-        "| job | run directory | status | test accuracy | error |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for r in records:
-        acc = r.get("test_accuracy")
-        err = (r.get("error") or "").replace("\n", " ").replace("|", "\\|")
-        lines.append(
-            f"| {'' if r['job'] is None else r['job']} | {r['dir']} | {r['status']} | "
-            f"{'' if acc is None else f'{acc:.4f}'} | {err} |"
-        )
-    text = "\n".join(lines) + "\n"
-    write_atomic(os.path.join(sweep_dir, SUMMARY_MD), text)
-    return head, bad
 
 
 COMPARE_DIR = "compare"
@@ -377,21 +298,66 @@ class SweepSummary(Callback):
         self.compare = compare
         self.plots = plots
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        guard.before_run(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _active
+        guard.before_sweep(config, kwargs.get("config_name"))
+        _active = os.path.abspath(str(config.hydra.sweep.dir))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _active
+        _active = None
         sweep_dir = os.path.abspath(str(config.hydra.sweep.dir))
         if not os.path.isdir(sweep_dir) or not _lead():
             return
-        head, bad = summarise(sweep_dir)
-        if self.compare:
-            try:
-                wandb = wandb_settings(config, sweep_dir)
-            except Exception as e:  # an unresolvable logger config
-                print(f"compare: W&B: {type(e).__name__}: {e}", file=sys.stderr)
-                wandb = None
-            compare_sweep(sweep_dir, plots=self.plots, wandb=wandb)
-        print(f"sweep: {head} -> {os.path.join(sweep_dir, SUMMARY_MD)}")
-        for r in bad:
-            print(f"  {r['status'].upper()} {r['dir']}: {r.get('error')}")
-        sys.stdout.flush()
+        try:
+            bad = _summary(sweep_dir)
+            if self.compare:
+                try:
+                    wandb = wandb_settings(config, sweep_dir)
+                except Exception as e:  # an unresolvable logger config
+                    print(f"compare: W&B: {type(e).__name__}: {e}", file=sys.stderr)
+                    wandb = None
+                compare_sweep(sweep_dir, plots=self.plots, wandb=wandb)
+        except Exception as e:  # Hydra would make it a warning, and exit 0
+            print(f"sweep: {type(e).__name__}: {e}", file=sys.stderr)
+            raise SystemExit(1) from e
         if bad:
             raise SystemExit(1)
+
+
+_active: str | None = None  # the directory of the sweep under way (this process)
+
+
+def _summary(sweep_dir: str) -> list[dict[str, Any]]:
+    """Write ``sweep_summary.md``, print its head and the jobs that did not finish;
+    return those."""
+    head, bad = summarise(sweep_dir)
+    print(f"sweep: {head} -> {os.path.join(sweep_dir, SUMMARY_MD)}")
+    for r in bad:
+        print(f"  {r['status'].upper()} {r['dir']}: {r.get('error')}")
+    sys.stdout.flush()
+    return bad
+
+
+def abort_sweep(error: BaseException) -> None:
+    """After ``error`` aborted a sweep under way (a launcher's worker killed by the
+    OOM killer: joblib's ``TerminatedWorkerError``; a full disk while Hydra saves a
+    job's config): say so, write and print its summary (the job that was cut off
+    shows as ``no record``) and exit with status 1. Returns when no sweep is under
+    way."""
+    global _active
+    sweep_dir, _active = _active, None
+    if sweep_dir is None or not os.path.isdir(sweep_dir) or not _lead():
+        return
+    print(
+        f"sweep: aborted by {type(error).__name__}: {error}".rstrip(),
+        file=sys.stderr,
+    )
+    try:
+        _summary(sweep_dir)
+    except Exception as e:  # e.g. the same full disk
+        print(f"sweep: no summary written: {type(e).__name__}: {e}", file=sys.stderr)
+    raise SystemExit(1) from error

@@ -31,7 +31,32 @@ class Dataset(NamedTuple):
 
 
 class DataError(ValueError):
-    """A dataset whose arrays cannot be trained on; the message says where."""
+    """A dataset whose arrays cannot be trained on; the message says where, ``fix``
+    (optional) what to change (printed by ``bp_alternatives.cli``)."""
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    """DataError naming the first example of ``x`` (``[N, ...]``) with a NaN or an
+    inf. Called on the raw arrays before standardising too: one NaN there would make
+    the mean, and so every standardised example, NaN."""
+    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise DataError(f"{where}: non-finite input (NaN or inf) at index {i}")
+
+
+def check_not_empty(name: str, n_train: int, options: str) -> None:
+    """DataError when the options leave the training split without examples."""
+    if n_train < 1:
+        raise DataError(
+            f"dataset {name!r}: {options} leave no training examples",
+            fix="a smaller data.val_fraction or data.test_size, or a larger "
+            "data.train_subset",
+        )
 
 
 def validate_dataset(ds: Dataset) -> Dataset:
@@ -54,10 +79,7 @@ def validate_dataset(ds: Dataset) -> Dataset:
                 f"{where}: inputs have shape {tuple(x.shape[1:])} per example, "
                 f"metadata says input_shape={tuple(ds.input_shape)}"
             )
-        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-        if not finite.all():
-            i = int(np.argmin(finite))
-            raise DataError(f"{where}: non-finite input (NaN or inf) at index {i}")
+        check_finite(x, where)
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
         bad = (y < 0) | (y >= ds.num_classes)

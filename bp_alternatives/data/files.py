@@ -8,7 +8,8 @@ The image loaders in ``bp_alternatives.data.images`` describe each file they nee
    ``~/.cache/bp_alternatives``);
 2. system directories, e.g. ``/usr/share/datasets/fashion-mnist/`` where Debian's
    ``dataset-fashion-mnist`` package installs Fashion-MNIST;
-3. a download from each mirror in turn into ``<root>/<dataset>/`` (with a timeout),
+3. a download from each mirror in turn into ``<root>/<dataset>/`` (a timeout per read
+   and a deadline for the whole file),
    verified before it is renamed into place; never when ``data.download=false`` or the
    environment variable ``BPA_OFFLINE`` is set (CI sets it).
 
@@ -25,6 +26,7 @@ import hashlib
 import http.client
 import logging
 import os
+import time
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -37,7 +39,8 @@ from bp_alternatives.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 30.0  # seconds, per download attempt
+DEFAULT_TIMEOUT = 30.0  # seconds, per connection attempt and per read
+DEFAULT_DEADLINE = 1800.0  # seconds, for one file's whole download from one mirror
 CACHE_VERSION = 1
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")  # the arrays a cache holds
 
@@ -185,15 +188,37 @@ def load_verified(spec: FileSpec, path: Path, verify: bool) -> bytes:
 # Downloading
 
 
+def _fetch(url: str, dest: Path, timeout: float, deadline: float) -> None:
+    """Copy ``url`` to ``dest``; ``TimeoutError`` once ``deadline`` seconds have
+    passed (checked after every read, each read bounded by ``timeout``)."""
+    end = time.monotonic() + deadline
+    got = 0
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as f:
+        while chunk := resp.read1(1 << 20):
+            f.write(chunk)
+            got += len(chunk)
+            if time.monotonic() > end:
+                raise TimeoutError(
+                    f"gave up after data.deadline={deadline:g} s with {got} bytes "
+                    "received (the mirror is too slow); raise data.deadline or "
+                    "provide the file yourself"
+                )
+
+
 def download(
     spec: FileSpec,
     mirrors: Sequence[str],
     dest_dir: Path,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
     verify: bool = True,
 ) -> tuple[Path | None, list[str]]:
     """Try each mirror in turn; return ``(path or None, errors)``.
+
+    ``timeout`` bounds each connection attempt and each read (seconds);
+    ``deadline`` bounds each mirror's whole download, so a mirror that trickles a
+    byte every few seconds is given up too (``TimeoutError`` in ``errors``).
 
     The file is written to a temporary file in ``dest_dir``, decompressed and
     checked, and only then renamed to ``<dest_dir>/<name>``; a failed attempt leaves
@@ -210,10 +235,7 @@ def download(
         try:
             log.warning("downloading %s -> %s", url, dest)
             with atomic_path(dest) as part:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    with open(part, "wb") as f:
-                        while chunk := resp.read(1 << 20):
-                            f.write(chunk)
+                _fetch(url, part, timeout, deadline)
                 packed = part.read_bytes()
                 # Decompress only where a checksum of the decompressed bytes is known
                 # (a CIFAR tarball is checked as published, without inflating 170 MB).
@@ -235,6 +257,7 @@ def locate(
     mirrors: Sequence[str] = (),
     download_ok: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
     verify: bool = True,
     hint: str = "",
 ) -> dict[str, Path]:
@@ -252,7 +275,12 @@ def locate(
         path = find_file(spec, dirs)
         if path is None and download_ok and mirrors:
             path, errors = download(
-                spec, mirrors, root / dataset, timeout=timeout, verify=verify
+                spec,
+                mirrors,
+                root / dataset,
+                timeout=timeout,
+                deadline=deadline,
+                verify=verify,
             )
             if path is None:
                 problems.append(
@@ -300,6 +328,10 @@ def load_cache(path: Path, keys: Sequence[str], need_verified: bool):
             if need_verified and not bool(z["verified"]):
                 return None
             arrays = {k: z[k] for k in keys}
+        for split in ("train", "test"):
+            x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
+            if x is not None and y is not None and len(x) != len(y):
+                raise ValueError(f"{len(x)} {split} inputs but {len(y)} labels")
     except Exception as err:  # OSError, KeyError, ValueError, zipfile.BadZipFile...
         log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, err)
         return None

@@ -125,6 +125,7 @@ def _idx_arrays(
     download: bool,
     verify: bool,
     timeout: float,
+    deadline: float,
     hint: str,
 ) -> dict[str, np.ndarray]:
     cache = root / dataset / f"{dataset}.npz"
@@ -140,6 +141,7 @@ def _idx_arrays(
         mirrors=mirrors,
         download_ok=download,
         timeout=timeout,
+        deadline=deadline,
         verify=verify,
         hint=hint,
     )
@@ -170,6 +172,7 @@ def _cifar_arrays(
     download: bool,
     verify: bool,
     timeout: float,
+    deadline: float,
 ) -> dict[str, np.ndarray]:
     dataset = "cifar10"
     cache = root / dataset / f"{dataset}.npz"
@@ -194,6 +197,7 @@ def _cifar_arrays(
             mirrors=mirrors,
             download_ok=download,
             timeout=timeout,
+            deadline=deadline,
             verify=verify,
             hint=f"or put the archive's extracted {CIFAR10_DIR}/ directory there",
         )[CIFAR10_ARCHIVE.name]
@@ -227,6 +231,7 @@ def load_fashion_mnist(
     verify: bool = True,
     mirrors: Sequence[str] | None = None,
     timeout: float = df.DEFAULT_TIMEOUT,
+    deadline: float = df.DEFAULT_DEADLINE,
     **options: Any,
 ) -> Dataset:
     """Fashion-MNIST: 60000 train / 10000 test 28x28 grey images of 10 clothing types.
@@ -249,6 +254,7 @@ def load_fashion_mnist(
         download=download,
         verify=verify,
         timeout=timeout,
+        deadline=deadline,
         hint="or run `apt-get install dataset-fashion-mnist` (Debian, Ubuntu)",
     )
     return prepare("fashion_mnist", arrays, 10, **options)
@@ -260,6 +266,7 @@ def load_mnist(
     verify: bool = True,
     mirrors: Sequence[str] | None = None,
     timeout: float = df.DEFAULT_TIMEOUT,
+    deadline: float = df.DEFAULT_DEADLINE,
     **options: Any,
 ) -> Dataset:
     """MNIST: 60000 train / 10000 test 28x28 handwritten digits.
@@ -280,6 +287,7 @@ def load_mnist(
         download=download,
         verify=verify,
         timeout=timeout,
+        deadline=deadline,
         hint="",
     )
     return prepare("mnist", arrays, 10, **options)
@@ -291,6 +299,7 @@ def load_cifar10(
     verify: bool = True,
     mirrors: Sequence[str] | None = None,
     timeout: float = df.DEFAULT_TIMEOUT,
+    deadline: float = df.DEFAULT_DEADLINE,
     **options: Any,
 ) -> Dataset:
     """CIFAR-10: 50000 train / 10000 test 32x32 colour images, 10 classes.
@@ -310,5 +319,6 @@ def load_cifar10(
         download=download,
         verify=verify,
         timeout=timeout,
+        deadline=deadline,
     )
     return prepare("cifar10", arrays, 10, **options)

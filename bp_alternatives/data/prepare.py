@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bp_alternatives.data.dataset import Dataset
+from bp_alternatives.data.dataset import Dataset, check_finite, check_not_empty
 
 
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -81,7 +81,7 @@ def _subset(rng, x, y, n):
     return x[idx], y[idx]
 
 
-def _splits(arrays, val_fraction, split_seed, train_subset, test_subset):
+def _splits(name, arrays, val_fraction, split_seed, train_subset, test_subset):
     """``(x_tr, y_tr, x_va, y_va, x_te, y_te)``: the subsets, then a validation split
     carved at random from the (subset of the) training split; ``None`` without one."""
     if not 0.0 <= float(val_fraction) < 1.0:
@@ -91,6 +91,12 @@ def _splits(arrays, val_fraction, split_seed, train_subset, test_subset):
     x_te, y_te = _subset(rng, arrays["x_test"], arrays["y_test"], test_subset)
     x_va = y_va = None
     n_val = int(round(float(val_fraction) * len(x_tr)))
+    check_not_empty(
+        name,
+        len(x_tr) - n_val,
+        f"data.train_subset={train_subset} and data.val_fraction={val_fraction} "
+        f"(of {len(arrays['x_train'])} training examples)",
+    )
     if n_val > 0:
         perm = rng.permutation(len(x_tr))
         val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
@@ -127,9 +133,13 @@ def prepare(
     """Raw arrays (images ``[N, H, W]``/``[N, H, W, C]`` uint8, or signals ``[N, L]``)
     -> ``Dataset`` with the options described in the module docstring."""
     x_tr, y_tr, x_va, y_va, x_te, y_te = _splits(
-        arrays, val_fraction, split_seed, train_subset, test_subset
+        name, arrays, val_fraction, split_seed, train_subset, test_subset
     )
     is_image = arrays["x_train"].dtype == np.uint8
+    if not is_image:  # the real index of a NaN, before standardising spreads it
+        for split, x in (("train", x_tr), ("val", x_va), ("test", x_te)):
+            if x is not None:
+                check_finite(x, f"dataset {name!r}, {split} split")
     xs = [
         None if x is None else _to_float(x, is_image, scale) for x in (x_tr, x_va, x_te)
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bp_alternatives.data.dataset import Dataset
+from bp_alternatives.data.dataset import Dataset, check_not_empty
 
 
 def _standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -43,6 +43,12 @@ def load_digits(
     perm = np.random.RandomState(split_seed).permutation(len(x))
     test, train = perm[:test_size], perm[test_size:]
     n_val = int(round(float(val_fraction) * len(train)))
+    check_not_empty(
+        "digits",
+        len(train) - n_val,
+        f"data.test_size={test_size} and data.val_fraction={val_fraction} "
+        f"(of {len(x)} examples)",
+    )
     val, train = train[:n_val], train[n_val:]
     xs = [x[train], x[test], x[val]]
     xs = _standardise(*xs) if standardise else [v / 16.0 for v in xs]

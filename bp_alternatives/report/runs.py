@@ -4,6 +4,7 @@ plots use."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -72,10 +73,17 @@ def load_run(path: str) -> RunRecord:
     """Read one ``results.json`` (``results.read``: this layout or the previous
     one); ``CompareError`` names the file and the field when it is malformed."""
     try:
-        r = results_io.read(path)
+        r = results_io.read(path, strict=False)
     except results_io.ResultsError as e:
         raise CompareError(str(e)) from e
     test_acc = r.final.get("test_accuracy")
+    if r.status == "ok" and num(test_acc) is None:  # NaN, a string, missing
+        r = dataclasses.replace(
+            r,
+            status="failed",
+            error=f"{path}: 'final.test_accuracy' is {test_acc!r}, not a finite "
+            "number; counted as failed",
+        )
     # a run with a validation split reports the test numbers of the epoch selected on
     # it (results.json "selected", written by the trainer), not of the last epoch
     selected = r.selected or {}
