@@ -150,11 +150,18 @@ def hydra_cli(main: Callable[[], Any]) -> Callable[[], Any]:
         try:
             return main()
         except USER_ERRORS as e:
+            abort_sweep(e)  # a sweep cut short: its summary first
             _exit(e)
         except Exception as e:
-            abort_sweep(e)  # a sweep the launcher gave up: its summary, exit 1
+            aborted = abort_sweep(e)  # a sweep the launcher gave up: its summary
             if isinstance(e, OSError) and (user := writable_error(e)):
                 _exit(user)  # a read-only or full disk under Hydra's own files
+            if aborted:
+                print(
+                    "(the full traceback: --verbose or HYDRA_FULL_ERROR=1)",
+                    file=sys.stderr,
+                )
+                sys.exit(1)
             raise
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)

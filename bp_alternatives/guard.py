@@ -103,6 +103,9 @@ def run_dir_lock(out_dir: str) -> Iterator[None]:
 
 
 def _check_lock(out_dir: str) -> None:
+    """Refuse a directory locked by a process of this host. (One on another host
+    may be this run's own first process, on several hosts; :func:`own_run_dir`
+    of a first process refuses a second one wherever it runs.)"""
     path = os.path.join(out_dir, LOCK)
     if not os.path.exists(path):
         return
@@ -110,7 +113,23 @@ def _check_lock(out_dir: str) -> None:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise _in_use(out_dir, _holder(path)) from None
+            holder = _holder(path)
+            if f" on {socket.gethostname()} " in f"{holder} ":
+                raise _in_use(out_dir, holder) from None
+
+
+@contextlib.contextmanager
+def own_run_dir(out_dir: str, cfg: DictConfig, lead: bool = True) -> Iterator[None]:
+    """While a job runs in ``out_dir``: :func:`check_run_dir`, the lock
+    (:func:`run_dir_lock`), and stale temporary files removed first. ``lead``:
+    whether this process writes the directory (several hosts: only the first)."""
+    if not lead:
+        yield
+        return
+    check_run_dir(out_dir, cfg)
+    with run_dir_lock(out_dir):
+        clean_stale_temps(out_dir)
+        yield
 
 
 def _read_only(out_dir: str) -> RunDirError:

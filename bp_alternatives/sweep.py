@@ -89,9 +89,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     try:
         check_optimized_metric(cfg, tuning=ctx.tuning)
-        guard.check_run_dir(ctx.out_dir, cfg)
-        with guard.run_dir_lock(ctx.out_dir):
-            guard.clean_stale_temps(ctx.out_dir)
+        with guard.own_run_dir(ctx.out_dir, cfg, lead=_lead()):
             results = run(cfg, out_dir=ctx.out_dir)
     except Exception as exc:
         # a full or read-only disk is the user's to fix: RunDirError, exit status 2
@@ -342,16 +340,16 @@ def _summary(sweep_dir: str) -> list[dict[str, Any]]:
     return bad
 
 
-def abort_sweep(error: BaseException) -> None:
+def abort_sweep(error: BaseException) -> bool:
     """After ``error`` aborted a sweep under way (a launcher's worker killed by the
     OOM killer: joblib's ``TerminatedWorkerError``; a full disk while Hydra saves a
-    job's config): say so, write and print its summary (the job that was cut off
-    shows as ``no record``) and exit with status 1. Returns when no sweep is under
-    way."""
+    job's config; a job whose overrides do not compose): say so, write and print
+    its summary (a job that was cut off shows as ``no record``). Whether there was a
+    sweep under way (the caller then exits non-zero)."""
     global _active
     sweep_dir, _active = _active, None
     if sweep_dir is None or not os.path.isdir(sweep_dir) or not _lead():
-        return
+        return False
     print(
         f"sweep: aborted by {type(error).__name__}: {error}".rstrip(),
         file=sys.stderr,
@@ -360,4 +358,4 @@ def abort_sweep(error: BaseException) -> None:
         _summary(sweep_dir)
     except Exception as e:  # e.g. the same full disk
         print(f"sweep: no summary written: {type(e).__name__}: {e}", file=sys.stderr)
-    raise SystemExit(1) from error
+    return True

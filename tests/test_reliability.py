@@ -219,6 +219,11 @@ def test_a_second_process_in_a_run_dir_is_refused_naming_the_holder(tmp_path):
                 pass
     with guard.run_dir_lock(str(tmp_path)):  # free again once released
         pass
+    (tmp_path / ".lock").write_text("pid 1 on another-host since 2026-01-01\n")
+    with guard.run_dir_lock(str(tmp_path)):  # a first process of several hosts
+        with open(tmp_path / ".lock", "w") as f:
+            f.write("pid 1 on another-host since 2026-01-01\n")
+        guard.check_run_dir(str(tmp_path), compose_cfg([]))
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
@@ -271,7 +276,7 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
 
 def test_a_trickling_download_hits_the_whole_download_deadline(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
-    server.daemon_threads = True
+    server.daemon_threads = False  # server_close() joins the handler
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
@@ -282,6 +287,7 @@ def test_a_trickling_download_hits_the_whole_download_deadline(tmp_path):
         took = time.monotonic() - start
     finally:
         server.shutdown()
+        server.server_close()
     assert path is None and "data.deadline=1 s" in errors[0], errors
     assert took < 5
     assert not list(tmp_path.iterdir())  # nothing left behind

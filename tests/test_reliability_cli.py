@@ -131,7 +131,9 @@ def test_a_read_only_or_full_disk_under_hydra_is_one_block(
     assert err.startswith("error: ") and words in err and str(tmp_path) in err
 
 
-def test_a_sweep_aborted_by_a_full_disk_still_gets_its_summary(tmp_path, monkeypatch):
+def test_a_sweep_aborted_by_a_full_disk_still_gets_its_summary(
+    tmp_path, capsys, monkeypatch
+):
     (tmp_path / "rule=bp" / ".hydra").mkdir(parents=True)
     monkeypatch.setattr(sweep, "_active", str(tmp_path))
 
@@ -140,5 +142,7 @@ def test_a_sweep_aborted_by_a_full_disk_still_gets_its_summary(tmp_path, monkeyp
 
     with pytest.raises(SystemExit) as ex:
         hydra_cli(main)()
-    assert ex.value.code == 1
+    assert ex.value.code == 2
     assert "1 no record" in (tmp_path / "sweep_summary.md").read_text()
+    err = capsys.readouterr().err
+    assert "sweep: aborted by OSError" in err and "no space left" in err
