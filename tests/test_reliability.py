@@ -152,7 +152,12 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous(tmp_path, capsys, damag
     err = capsys.readouterr().err
     assert f"{path} is damaged" in err
     assert "resuming from the previous checkpoint" in err
-    (tmp_path / "checkpoint.prev.msgpack").write_bytes(b"junk")
+    assert not path.exists() and (tmp_path / "checkpoint.msgpack.damaged").exists()
+    ck.save(_state(3), {"epoch": 3})  # the damaged one is not rotated in
+    assert ck.load(_state(0))[1]["epoch"] == 3
+    assert "damaged" not in capsys.readouterr().err
+    path.write_bytes(b"junk")
+    (tmp_path / "checkpoint.prev.msgpack").write_bytes(b"")
     assert ck.load(_state(0)) is None
     assert "training from epoch 1" in capsys.readouterr().err
 

@@ -37,10 +37,10 @@ class Checkpointer:
     checkpoint or the new one, never the state of one epoch beside the history of
     another. Before a new one is written the current one is renamed to
     ``checkpoint.prev.msgpack``, so the last two are kept. ``load`` checks the
-    checksum: a damaged file (truncated, empty, garbage) is reported with its path
-    and the previous checkpoint is used, or, with no good one, training restarts
-    from epoch 1 (saying so). ``checkpoint.json`` beside it is a human-readable copy
-    of the metadata, never read back.
+    checksum: a damaged file (truncated, empty, garbage) is reported with its path,
+    renamed to ``<name>.damaged``, and the previous checkpoint is used, or, with no
+    good one, training restarts from epoch 1 (saying so). ``checkpoint.json``
+    beside it is a human-readable copy of the metadata, never read back.
 
     ``tag`` identifies the configuration (:func:`bp_alternatives.rundir.config_tag`:
     a hash of the resolved config); loading a checkpoint written under another tag
@@ -86,6 +86,8 @@ class Checkpointer:
             except CheckpointDamagedError as e:
                 damaged.append(path)
                 print(f"checkpoint: warning: {e}", file=sys.stderr)
+                if jax.process_index() == 0:  # never rotated in as the previous one
+                    os.replace(path, f"{path}.damaged")
                 continue
             if meta.get("tag") != self.tag:
                 raise CheckpointMismatchError(
@@ -118,7 +120,7 @@ def _split(path: str) -> tuple[dict[str, Any], bytes]:
 
     def damaged(why: str) -> CheckpointDamagedError:
         return CheckpointDamagedError(
-            f"{path} is damaged ({why}); it is not used (delete it to silence this)"
+            f"{path} is damaged ({why}); it is not used (kept as {path}.damaged)"
         )
 
     with open(path, "rb") as f:
