@@ -176,6 +176,53 @@ def test_online_with_unreachable_server_goes_offline_quickly(tmp_path):
     assert h["train_loss"] == 0.25
 
 
+@pytest.mark.slow  # waits out init_timeout once
+def test_online_sweep_with_a_key_and_no_network_trains_every_job_offline(tmp_path):
+    """logger.mode=online, an API key, no server (a closed port on loopback): every
+    job of the sweep falls back to offline under its own run id and trains (wandb's
+    service still holds the failed online run's id: 'run ID ... is in use');
+    the second job does not wait for the server again."""
+    sweep_dir = tmp_path / "sweep"
+    env = dict(os.environ, WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "-m",
+            "seed=0,1",
+            "logger=wandb",
+            "logger.mode=online",
+            "logger.init_timeout=3",
+            "hydra.callbacks.sweep_summary.compare=false",
+            *TINY,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("cannot reach W&B") == 1, proc.stderr[-3000:]
+    assert proc.stderr.count("W&B was unreachable earlier") == 1, proc.stderr[-3000:]
+    for seed in (0, 1):
+        run_dir = (
+            sweep_dir
+            / f"logger.init_timeout=3,logger.mode=online,logger=wandb,seed={seed}"
+        )
+        with open(run_dir / "results.json") as f:
+            res = json.load(f)
+        assert res["status"] == "ok", res.get("error")
+        summary, records = inspect(wandb_file(run_dir))
+        assert summary["summary"]["status"] == "ok"
+        history = [r["history"]["item"] for r in records if r["type"] == "history"]
+        assert len(history) == 2
+        # the learning rate of each epoch, as in results.json's history
+        assert [h["lr"] for h in history] == [e["lr"] for e in res["history"]]
+
+
 def test_disabled_mode_writes_nothing(tmp_path):
     w = WandbWriter(mode="disabled", directory=str(tmp_path))
     w.write_scalars(1, {"train_loss": 1.0})
