@@ -61,7 +61,7 @@ def _composition(e: ConfigCompositionException) -> tuple[str, str | None]:
     """What is wrong and the fix, for an error Hydra raised while composing."""
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options:
         group, _, name = e.missing_cfg_file.rpartition("/")
-        options = sorted(o for o in e.options if not o.endswith("_schema"))
+        options = sorted(e.options)
         match = closest(name, options)
         hint = f"; did you mean {match!r}?" if match else ""
         what = f"{group}={name} is not an option of '{group}'"
