@@ -57,14 +57,16 @@ CASES = {
 }
 
 
-def _start(overrides: list[str], tmp: str, *flags: str) -> subprocess.Popen:
+def _start(
+    overrides: list[str], tmp: str, *flags: str, module: str = "experiments.train"
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": REPO, "BPA_OFFLINE": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     args = [*overrides, *flags, f"hydra.run.dir={tmp}/run"]
     if "data=mnist" in overrides:
         args.append(f"data.root={tmp}/data")  # empty: no MNIST files
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=tmp,
         env=env,
         stdout=subprocess.PIPE,
@@ -83,6 +85,11 @@ def outcomes(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("verbose"))
     procs["verbose"] = _start(["optim.lr=-1"], tmp, "--verbose")
     procs["help"] = _start([], str(tmp_path_factory.mktemp("help")), "--help")
+    protocol = "experiments.protocol"
+    tmp = str(tmp_path_factory.mktemp("protocol_help"))
+    procs["protocol_help"] = _start([], tmp, "--help", module=protocol)
+    tmp = str(tmp_path_factory.mktemp("protocol_none"))
+    procs["protocol_none"] = _start([], tmp, module=protocol)
     # generous: twelve interpreters side by side on a shared machine
     outs = {n: p.communicate(timeout=900) for n, p in procs.items()}
     return {n: (procs[n].returncode, *outs[n]) for n in procs}
@@ -113,3 +120,12 @@ def test_schemas_are_not_listed_as_options(outcomes):
         names = sorted(f[:-5] for f in os.listdir(os.path.join(configs, group)))
         assert f"\n{group}: {', '.join(names)}\n" in out, group
     assert "schema" not in out  # neither a group nor an option
+
+
+def test_the_protocol_command_runs_over_the_packaged_configs(outcomes):
+    code, out, err = outcomes["protocol_help"]
+    assert code == 0, err[-3000:]
+    assert "protocol_digits" in out and "schema" not in out
+    code, _, err = outcomes["protocol_none"]  # no experiment with a protocol section
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert err.startswith("error: no protocol section in the config"), err
