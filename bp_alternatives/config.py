@@ -328,3 +328,31 @@ def check_unknown_keys(cfg: DictConfig) -> None:
                 fix=f"{group}._target_=<package.module.function>",
             ) from e
         _check_kwargs(group, factory, c, {"name", "_target_", "_partial_"} | runtime)
+
+
+def drop_unshared_rule_options(cfg: DictConfig, swept_rules: list[str]) -> list[str]:
+    """In a sweep over ``swept_rules`` with a shared rule option (``-m rule=fa,dfa,bp
+    rule.scale=2.0``): remove from ``cfg.rule`` each option its own rule's factory
+    does not take but another swept rule's does, so the option applies to each rule
+    that has it; return the removed names. An option no swept rule takes stays, for
+    :func:`check_unknown_keys` to reject (a misspelt option is never dropped)."""
+    from bp_alternatives.rules import RULES
+
+    def takes(factory, key: str) -> bool:
+        params = inspect.signature(factory).parameters
+        return key in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    own = hydra.utils.get_method(cfg.rule._target_)
+    others = [RULES[r] for r in swept_rules if r in RULES and r != cfg.rule.name]
+    dropped = [
+        k
+        for k in cfg.rule
+        if not str(k).startswith("_")
+        and k != "name"
+        and not takes(own, str(k))
+        and any(takes(f, str(k)) for f in others)
+    ]
+    with open_dict(cfg):
+        for k in dropped:
+            del cfg.rule[k]
+    return dropped
