@@ -176,6 +176,9 @@ def init_wandb(*, mode: str = "offline", init_timeout: float = 30.0, **kwargs: A
     # ("run ID ... is in use"): stop the service, then the same id resumes offline.
     with contextlib.suppress(Exception, SystemExit):  # its exit code is not ours
         wandb.teardown()
+    # a teardown that failed half-way leaves the old service's address in the
+    # environment: without it the next init starts a new service
+    os.environ.pop(wandb.env.SERVICE, None)
     try:
         return wandb.init(mode="offline", settings=settings, **kwargs)
     except Exception as e:

@@ -36,6 +36,13 @@ CASES = {
             "fix: rule.feedback=random",
         ],
     ),
+    "feedback_no_match": (
+        ["rule=dfa", "rule.feedback=randm"],
+        [
+            "rule.feedback 'randm' for rule=dfa",
+            "fix: a valid value, e.g. rule.feedback=",
+        ],
+    ),
     "rule_name": (
         ["rule=bpp"],
         ["rule=bpp is not an option of 'rule'", "did you mean 'bp'?", "fix: rule=bp"],
