@@ -1,9 +1,12 @@
-"""Command-line entry points (``bpa-train``, ``bpa-compare``) and their error handling.
+"""Command-line entry points (``bpa-train``, ``bpa-protocol``, ``bpa-compare``) and
+their error handling.
 
 ``bpa-train`` (= ``python -m bp_alternatives.train`` = ``python -m experiments.train``)
 is :func:`train`: the ``@hydra.main`` :func:`train_main` over the configs shipped in
 the package (``bp_alternatives/configs``), wrapped so that errors a user causes print
-one block and exit with status 2. ``bpa-compare`` is :func:`compare`.
+one block and exit with status 2. ``bpa-protocol`` (= ``python -m
+experiments.protocol``) is :func:`protocol`, the fair-comparison protocol over the
+same configs. ``bpa-compare`` is :func:`compare`.
 
 ``hydra_cli(main)`` wraps a ``@hydra.main`` function. A bad config value, an unknown
 option or key, an override that does not parse or missing data files end in::
@@ -62,7 +65,7 @@ def _composition(e: ConfigCompositionException) -> tuple[str, str | None]:
     """What is wrong and the fix, for an error Hydra raised while composing."""
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options:
         group, _, name = e.missing_cfg_file.rpartition("/")
-        options = sorted(o for o in e.options if not o.endswith("_schema"))
+        options = sorted(e.options)
         match = closest(name, options)
         hint = f"; did you mean {match!r}?" if match else ""
         what = f"{group}={name} is not an option of '{group}'"
@@ -179,6 +182,32 @@ def train_main(cfg: Any) -> float | None:
 
 
 train = hydra_cli(train_main)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@user_errors_exit
+def protocol_main(cfg: Any) -> None:
+    """The protocol of ``cfg.protocol`` (:func:`.protocol.run_protocol`): every rule
+    composed with the command line's overrides, its own ``rule=`` last."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from bp_alternatives.protocol import ProtocolError, run_protocol
+
+    hc = HydraConfig.get()
+    overrides = [o for o in hc.overrides.task if not o.startswith("rule=")]
+
+    def compose(rule: str) -> Any:
+        return hydra.compose(
+            config_name="train", overrides=[*overrides, f"rule={rule}"]
+        )
+
+    try:
+        run_protocol(cfg, hc.runtime.output_dir, compose)
+    except ProtocolError as e:  # a malformed protocol section: the user's to fix
+        raise ConfigError(str(e)) from e
+
+
+protocol = hydra_cli(protocol_main)
 
 
 def compare() -> None:

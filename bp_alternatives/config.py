@@ -155,21 +155,21 @@ def _open_node() -> DictConfig:
     return node
 
 
-# Stored under schema/<group>, not in the groups themselves, so they are neither
-# listed as options nor selectable (model=mlp_schema); a config extends its schema
-# with `- /schema/<group>/<name>@_here_` in its defaults list.
-# Every configs/rule/*.yaml extends schema/rule/open, an open node: `rule.scale=2.0`
+# Stored as top-level configs (schema_<group>_<name>), in no group, so they are
+# neither listed as options (--help) nor selectable (model=schema_model_mlp); a
+# config extends its schema with `- /schema_<group>_<name>@_here_` in its defaults.
+# Every configs/rule/*.yaml extends schema_rule_open, an open node: `rule.scale=2.0`
 # beside `-m rule=fa,dfa` composes although Hydra builds a sweep's first config with
 # the default rule (bp, which has no scale); validate_config then checks every rule
 # option against the chosen rule's factory, naming the rule and the option.
 cs = ConfigStore.instance()
-cs.store(group="schema/rule", name="open", node=_open_node())
-cs.store(group="schema/trainer", name="default", node=TrainerConfig)
-cs.store(group="schema/optim", name="optim", node=OptimConfig)
-cs.store(group="schema/model", name="mlp", node=MLPConfig)
-cs.store(group="schema/model", name="cnn", node=CNNConfig)
-cs.store(group="schema/model", name="lenet", node=LeNetConfig)
-cs.store(group="schema/logger", name="wandb", node=WandbLoggerConfig)
+cs.store(name="schema_rule_open", node=_open_node())
+cs.store(name="schema_trainer_default", node=TrainerConfig)
+cs.store(name="schema_optim_optim", node=OptimConfig)
+cs.store(name="schema_model_mlp", node=MLPConfig)
+cs.store(name="schema_model_cnn", node=CNNConfig)
+cs.store(name="schema_model_lenet", node=LeNetConfig)
+cs.store(name="schema_logger_wandb", node=WandbLoggerConfig)
 
 
 def with_run(cfg: DictConfig, total_steps: int, steps_per_epoch: int) -> DictConfig:
@@ -330,3 +330,31 @@ def check_unknown_keys(cfg: DictConfig) -> None:
                 fix=f"{group}._target_=<package.module.function>",
             ) from e
         _check_kwargs(group, factory, c, {"name", "_target_", "_partial_"} | runtime)
+
+
+def drop_unshared_rule_options(cfg: DictConfig, swept_rules: list[str]) -> list[str]:
+    """In a sweep over ``swept_rules`` with a shared rule option (``-m rule=fa,dfa,bp
+    rule.scale=2.0``): remove from ``cfg.rule`` each option its own rule's factory
+    does not take but another swept rule's does, so the option applies to each rule
+    that has it; return the removed names. An option no swept rule takes stays, for
+    :func:`check_unknown_keys` to reject (a misspelt option is never dropped)."""
+    from bp_alternatives.rules import RULES
+
+    def takes(factory, key: str) -> bool:
+        params = inspect.signature(factory).parameters
+        return key in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    own = hydra.utils.get_method(cfg.rule._target_)
+    others = [RULES[r] for r in swept_rules if r in RULES and r != cfg.rule.name]
+    dropped = [
+        k
+        for k in cfg.rule
+        if not str(k).startswith("_")
+        and k != "name"
+        and not takes(own, str(k))
+        and any(takes(f, str(k)) for f in others)
+    ]
+    with open_dict(cfg):
+        for k in dropped:
+            del cfg.rule[k]
+    return dropped

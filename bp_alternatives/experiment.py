@@ -255,11 +255,13 @@ def _rule_error(cfg: DictConfig, e: ValueError) -> ConfigError:
     valid = re.search(r"\[[^\]]*\]", str(e))  # the valid values, as a list
     for k, v in r.items():
         if isinstance(v, str) and f"rule.{k}" in str(e) and valid:
-            match = closest(v, ast.literal_eval(valid.group(0)))
+            options = ast.literal_eval(valid.group(0))
+            match = closest(v, options)
             if match:
                 return ConfigError(
                     f"{e}; did you mean {match!r}?", fix=f"rule.{k}={match}"
                 )
+            return ConfigError(str(e), fix=f"a valid value, e.g. rule.{k}={options[0]}")
     return ConfigError(str(e))
 
 

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bp_alternatives import guard
 from bp_alternatives import results as results_io
-from bp_alternatives.config import check_optimized_metric
+from bp_alternatives.config import check_optimized_metric, drop_unshared_rule_options
 from bp_alternatives.experiment import run
 from bp_alternatives.rundir import RunDirError
 from bp_alternatives.sweep_records import SUMMARY_MD, record, summarise
@@ -88,6 +88,18 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
             logger.group = wandb_group(logger.get("group"), experiment, ctx.sweep_dir)
     start = time.perf_counter()
     try:
+        swept = _sweep_overrides(ctx, hydra_cfg)
+        rules = [
+            v
+            for o in swept
+            if o.key_or_group == "rule"
+            for v in o.sweep_string_iterator()
+        ]
+        for key in drop_unshared_rule_options(cfg, rules):  # -m rule=fa,bp rule.scale=2
+            print(
+                f"rule.{key} left out of rule={cfg.rule.name}: not one of its options",
+                file=sys.stderr,
+            )
         check_optimized_metric(cfg, tuning=ctx.tuning)
         with guard.own_run_dir(ctx.out_dir, cfg, lead=_lead()):
             results = run(cfg, out_dir=ctx.out_dir)
@@ -142,20 +154,29 @@ def run_name(ctx: JobContext, hydra_cfg: DictConfig) -> str:
 
     parse = OverridesParser.create().parse_overrides
     own = [o for o in parse(ctx.overrides) if not o.key_or_group.startswith("hydra")]
-    varying: set[str] = set()
-    if ctx.sweep_dir:  # the sweep's command line, as Hydra saved it
-        try:
-            task = OmegaConf.load(os.path.join(ctx.sweep_dir, "multirun.yaml"))
-            sweep = list(task.hydra.overrides.task)
-        except (OSError, AttributeError):
-            sweep = []
-        params = hydra_cfg.get("sweeper", {}).get("params") or {}
-        sweep += [f"{k}={v}" for k, v in params.items()]
-        varying = {o.key_or_group for o in parse(sweep) if o.is_sweep_override()}
+    varying = {o.key_or_group for o in _sweep_overrides(ctx, hydra_cfg)}
     names = [o.input_line for o in own if o.key_or_group in varying]
     if not names:
         names = [o.input_line for o in own if not o.key_or_group.startswith("logger")]
     return ",".join(sorted(names))
+
+
+def _sweep_overrides(ctx: JobContext, hydra_cfg: DictConfig) -> list:
+    """The sweep overrides (``rule=fa,dfa``, a sweeper's ``params``) of the sweep's
+    command line as Hydra saved it (``multirun.yaml``); none for a single run."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not ctx.sweep_dir:
+        return []
+    try:
+        task = OmegaConf.load(os.path.join(ctx.sweep_dir, "multirun.yaml"))
+        sweep = list(task.hydra.overrides.task)
+    except (OSError, AttributeError):
+        sweep = []
+    params = hydra_cfg.get("sweeper", {}).get("params") or {}
+    sweep += [f"{k}={v}" for k, v in params.items()]
+    parsed = OverridesParser.create().parse_overrides(sweep)
+    return [o for o in parsed if o.is_sweep_override()]
 
 
 def wandb_group(group: str | None, experiment: str | None, sweep_dir: str | None):

@@ -8,9 +8,12 @@ prediction mode after a ``/`` (``test_accuracy/readout``), a rule's own metrics 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -139,7 +142,9 @@ def init_wandb(*, mode: str = "offline", init_timeout: float = 30.0, **kwargs: A
     ``disabled`` (nothing written). ``online`` falls back to ``offline`` with a one-line
     notice on stderr when no API key is configured (``WANDB_API_KEY``, or ``~/.netrc``
     for the W&B host) -- instead of an interactive login prompt -- and when the server
-    cannot be reached within ``init_timeout`` seconds.
+    cannot be reached within ``init_timeout`` seconds: the run keeps its id
+    (``kwargs['id']``, a resume continues it; a new id if wandb refuses it), and later
+    runs of the same process go offline without waiting.
     """
     import wandb
 
@@ -150,6 +155,13 @@ def init_wandb(*, mode: str = "offline", init_timeout: float = 30.0, **kwargs: A
     if mode == "online" and not _has_api_key():
         _notice("no W&B API key (WANDB_API_KEY or ~/.netrc); logging offline")
         mode = "offline"
+    if mode == "online" and _unreachable:  # this process already waited once
+        _notice(f"W&B was unreachable earlier ({_unreachable[0]}); logging offline")
+        mode = "offline"
+    if mode == "online" and (reason := _unreachable_reason(init_timeout)):
+        _notice(f"cannot reach W&B ({reason}); logging offline")
+        _unreachable.append(reason)
+        mode = "offline"
     settings = wandb.Settings(init_timeout=float(init_timeout), silent=True)
     try:
         return wandb.init(mode=mode, settings=settings, **kwargs)
@@ -159,7 +171,44 @@ def init_wandb(*, mode: str = "offline", init_timeout: float = 30.0, **kwargs: A
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         reason = f"{type(e).__name__}: {reason[:100]}"
         _notice(f"cannot reach W&B ({reason}); logging offline")
+        _unreachable.append(reason)
+    # The failed online run keeps its id registered in wandb's service process
+    # ("run ID ... is in use"): stop the service, then the same id resumes offline.
+    with contextlib.suppress(Exception, SystemExit):  # its exit code is not ours
+        wandb.teardown()
+    # a teardown that failed half-way leaves the old service's address in the
+    # environment: without it the next init starts a new service
+    os.environ.pop(wandb.env.SERVICE, None)
+    try:
         return wandb.init(mode="offline", settings=settings, **kwargs)
+    except Exception as e:
+        if "id" not in kwargs:
+            raise
+        _notice(f"offline run {kwargs['id']} refused ({type(e).__name__}); a new id")
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("id", "resume")}
+        return wandb.init(mode="offline", settings=settings, **kwargs)
+
+
+# Why online W&B failed in this process: later runs (the jobs of a sweep) go offline
+# at once instead of waiting init_timeout each.
+_unreachable: list[str] = []
+
+
+def _unreachable_reason(timeout: float) -> str | None:
+    """Why W&B's server (``base_url`` of wandb's settings: ``WANDB_BASE_URL`` or
+    ``wandb login --host``) cannot be reached within ``timeout`` seconds, or None when
+    it answers (any HTTP status). Asked before ``wandb.init``: an online init that
+    fails leaves its run id held by wandb's service process."""
+    from wandb.sdk import wandb_setup
+
+    url = wandb_setup.singleton().settings.base_url
+    try:
+        urllib.request.urlopen(url, timeout=float(timeout)).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as e:  # URLError, timeouts, a malformed URL
+        return f"{url}: {type(e).__name__}: {str(e)[:100]}"
+    return None
 
 
 def _notice(message: str) -> None:

@@ -1,34 +1,17 @@
 """The fair-comparison protocol, one command per set-up:
 
     python -m experiments.protocol experiment=protocol_digits
+    bpa-protocol experiment=protocol_digits  # the same
 
 Per rule: an Optuna search on the validation split, the best point chosen on
 validation, then that point over several seeds on test; the table with confidence
 intervals and Welch tests, and the figures, in ``<run dir>/report/``. Re-running the
 same command resumes a killed search and retrains nothing that finished. This file is
-intentionally kept short; the logic is ``bp_alternatives.protocol``.
+intentionally kept short; the logic is ``bp_alternatives.protocol``, the command
+``bp_alternatives.cli.protocol``.
 """
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from bp_alternatives.protocol import run_protocol
-
-
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> None:
-    hc = HydraConfig.get()
-    # every rule composed with the command line's overrides, its own rule= last
-    overrides = [o for o in hc.overrides.task if not o.startswith("rule=")]
-
-    def compose(rule: str) -> DictConfig:
-        return hydra.compose(
-            config_name="train", overrides=[*overrides, f"rule={rule}"]
-        )
-
-    run_protocol(cfg, hc.runtime.output_dir, compose)
-
+from bp_alternatives.cli import protocol
 
 if __name__ == "__main__":
-    main()
+    protocol()

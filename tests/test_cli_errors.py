@@ -36,13 +36,20 @@ CASES = {
             "fix: rule.feedback=random",
         ],
     ),
+    "feedback_no_match": (
+        ["rule=dfa", "rule.feedback=randm"],
+        [
+            "rule.feedback 'randm' for rule=dfa",
+            "fix: a valid value, e.g. rule.feedback=",
+        ],
+    ),
     "rule_name": (
         ["rule=bpp"],
         ["rule=bpp is not an option of 'rule'", "did you mean 'bp'?", "fix: rule=bp"],
     ),
     "schema": (
-        ["model=mlp_schema"],
-        ["model=mlp_schema is not an option", "lenet, mlp"],
+        ["model=schema_model_mlp"],
+        ["model=schema_model_mlp is not an option", "valid: cnn, lenet, mlp,"],
     ),
     "key": (["optim.lrr=0.1"], ["optim.lrr is not a key", "did you mean optim.lr?"]),
     "rule_option": (
@@ -57,14 +64,16 @@ CASES = {
 }
 
 
-def _start(overrides: list[str], tmp: str, *flags: str) -> subprocess.Popen:
+def _start(
+    overrides: list[str], tmp: str, *flags: str, module: str = "experiments.train"
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": REPO, "BPA_OFFLINE": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     args = [*overrides, *flags, f"hydra.run.dir={tmp}/run"]
     if "data=mnist" in overrides:
         args.append(f"data.root={tmp}/data")  # empty: no MNIST files
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=tmp,
         env=env,
         stdout=subprocess.PIPE,
@@ -83,7 +92,14 @@ def outcomes(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("verbose"))
     procs["verbose"] = _start(["optim.lr=-1"], tmp, "--verbose")
     procs["help"] = _start([], str(tmp_path_factory.mktemp("help")), "--help")
-    return {n: (p.wait(timeout=300), *p.communicate()) for n, p in procs.items()}
+    protocol = "experiments.protocol"
+    tmp = str(tmp_path_factory.mktemp("protocol_help"))
+    procs["protocol_help"] = _start([], tmp, "--help", module=protocol)
+    tmp = str(tmp_path_factory.mktemp("protocol_none"))
+    procs["protocol_none"] = _start([], tmp, module=protocol)
+    # generous: twelve interpreters side by side on a shared machine
+    outs = {n: p.communicate(timeout=900) for n, p in procs.items()}
+    return {n: (procs[n].returncode, *outs[n]) for n in procs}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -106,6 +122,17 @@ def test_verbose_shows_the_traceback(outcomes):
 def test_schemas_are_not_listed_as_options(outcomes):
     code, out, _ = outcomes["help"]
     assert code == 0
-    assert "model: cnn, lenet, mlp\n" in out
-    assert "optim: adam, adamw, sgd\n" in out
-    assert "_schema" not in out
+    configs = os.path.join(REPO, "bp_alternatives", "configs")
+    for group in ("model", "optim", "rule"):
+        names = sorted(f[:-5] for f in os.listdir(os.path.join(configs, group)))
+        assert f"\n{group}: {', '.join(names)}\n" in out, group
+    assert "schema" not in out  # neither a group nor an option
+
+
+def test_the_protocol_command_runs_over_the_packaged_configs(outcomes):
+    code, out, err = outcomes["protocol_help"]
+    assert code == 0, err[-3000:]
+    assert "protocol_digits" in out and "schema" not in out
+    code, _, err = outcomes["protocol_none"]  # no experiment with a protocol section
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert err.startswith("error: no protocol section in the config"), err

@@ -100,6 +100,8 @@ def test_wheel_in_a_fresh_virtualenv_trains_and_compares(tmp_path):
 
     help_ = _run([str(bin_ / "bpa-train"), "--help"], tmp_path, env).stdout
     assert "rule: " + ", ".join(sorted(RULES)) in help_
+    help_ = _run([str(bin_ / "bpa-protocol"), "--help"], tmp_path, env).stdout
+    assert "protocol_digits" in help_
     run_dir = tmp_path / "run"
     out = _run(
         [

@@ -176,6 +176,104 @@ def test_online_with_unreachable_server_goes_offline_quickly(tmp_path):
     assert h["train_loss"] == 0.25
 
 
+@pytest.mark.slow  # waits out init_timeout by design
+def test_online_init_refused_by_a_server_resumes_offline_under_its_id(tmp_path):
+    """A server that answers every request with HTTP 500: the reachability check
+    passes, wandb.init online fails, and the run goes offline under the same run id
+    (wandb's service held the failed online run's id: 'run ID ... is in use')."""
+    import http.server
+    import threading
+
+    class Fails(http.server.BaseHTTPRequestHandler):
+        def _fail(self):
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _fail
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fails)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = textwrap.dedent(
+        f"""
+        from bp_alternatives.writers import WandbWriter
+        w = WandbWriter(mode="online", directory={str(tmp_path)!r}, init_timeout=3,
+                        run_id="abc123def")
+        w.write_scalars(1, {{"train_loss": 0.25}})
+        w.close()
+        print("mode", w.run.settings.mode, w.run.id)
+        """
+    )
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    env = dict(os.environ, WANDB_API_KEY="x" * 40, WANDB_BASE_URL=url)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mode offline abc123def" in proc.stdout, proc.stderr[-3000:]
+    _, records = inspect(wandb_file(tmp_path))
+    (h,) = [r["history"]["item"] for r in records if r["type"] == "history"]
+    assert h["train_loss"] == 0.25
+
+
+@pytest.mark.slow  # waits out init_timeout once
+def test_online_sweep_with_a_key_and_no_network_trains_every_job_offline(tmp_path):
+    """logger.mode=online, an API key, no server (a closed port on loopback): every
+    job of the sweep falls back to offline under its own run id and trains (wandb's
+    service still holds the failed online run's id: 'run ID ... is in use');
+    the second job does not wait for the server again."""
+    sweep_dir = tmp_path / "sweep"
+    env = dict(os.environ, WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "-m",
+            "seed=0,1",
+            "logger=wandb",
+            "logger.mode=online",
+            "logger.init_timeout=3",
+            "hydra.callbacks.sweep_summary.compare=false",
+            *TINY,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("cannot reach W&B") == 1, proc.stderr[-3000:]
+    assert proc.stderr.count("W&B was unreachable earlier") == 1, proc.stderr[-3000:]
+    for seed in (0, 1):
+        run_dir = (
+            sweep_dir
+            / f"logger.init_timeout=3,logger.mode=online,logger=wandb,seed={seed}"
+        )
+        with open(run_dir / "results.json") as f:
+            res = json.load(f)
+        assert res["status"] == "ok", res.get("error")
+        summary, records = inspect(wandb_file(run_dir))
+        assert summary["summary"]["status"] == "ok"
+        history = [r["history"]["item"] for r in records if r["type"] == "history"]
+        assert len(history) == 2
+        # the learning rate of each epoch, as in results.json's history
+        assert [h["lr"] for h in history] == [e["lr"] for e in res["history"]]
+
+
 def test_disabled_mode_writes_nothing(tmp_path):
     w = WandbWriter(mode="disabled", directory=str(tmp_path))
     w.write_scalars(1, {"train_loss": 1.0})
