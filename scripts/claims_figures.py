@@ -1,0 +1,244 @@
+"""The figures of docs/article_claims.md, from ``scripts/article_claims.py``'s JSON
+files and the ``article_claims_*`` sweeps (``results.json`` files read through
+``bp_alternatives.report.runs``). Colours, line styles and markers per rule come from
+``bp_alternatives.report.style``."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from bp_alternatives.report import style
+from bp_alternatives.report.runs import RunRecord, load_runs
+
+MIB = 2**20
+
+
+def _rows(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return json.load(f)["rows"]
+
+
+def _label(rule: str) -> str:
+    return rule.replace("manual_bp", "manual bp")
+
+
+def plot_cost(path: str, out_dir: str) -> list[str]:
+    """claims_cost: training direction / forward pass, FLOPs and time, per rule and
+    architecture (log scale), the article's claim as a line at 2."""
+    plt = style.pyplot()
+    rows = _rows(path)
+    archs = list(dict.fromkeys(r["arch"] for r in rows))
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6))
+    for ax, arch in zip(axes, archs):
+        ok = [r for r in rows if r["arch"] == arch and "error" not in r]
+        xs = range(len(ok))
+        for off, key, hatch, name in (
+            (-0.2, "flops_ratio", None, "XLA FLOPs"),
+            (0.2, "cpu_ratio", "//", "CPU time"),
+        ):
+            ax.bar(
+                [x + off for x in xs],
+                [r.get(key) or 0 for r in ok],
+                width=0.4,
+                color=[style.rule_style(r["rule"])["color"] for r in ok],
+                edgecolor="0.2",
+                hatch=hatch,
+                label=name,
+            )
+        ax.axhline(2, color="0.4", ls=":", lw=1)
+        ax.text(len(ok) - 0.5, 2, "backward = forward", ha="right", va="bottom")
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs), [_label(r["rule"]) for r in ok])
+        ax.set_ylabel("one training direction / one forward pass")
+        skipped = [r["rule"] for r in rows if r["arch"] == arch and "error" in r]
+        note = f"\n(not supported: {', '.join(skipped)})" if skipped else ""
+        ax.set_title(f"{arch}, batch {ok[0]['batch_size']}{note}")
+        leg = ax.legend(loc="upper left")
+        for h in leg.legend_handles:
+            h.set_facecolor("white")
+    caption = (
+        "Cost of one training direction (rule.update: forward, loss, and the rule's "
+        "backward or replacement) over one forward pass, per rule: XLA's compiled "
+        "FLOP count (solid) and CPU time on 2 shared CPU cores (hatched; the "
+        "median over 9 alternating rounds of the per-round ratio); "
+        "log scale. Dotted line: a backward pass costing the same as the forward."
+    )
+    return style.save(fig, out_dir, "claims_cost", caption)
+
+
+def plot_memory(path: str, out_dir: str) -> list[str]:
+    """claims_memory: compiled working memory (temp) of rule.update vs depth."""
+    plt = style.pyplot()
+    rows = [r for r in _rows(path) if "error" not in r]
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    by_rule: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_rule[r["rule"]].append(r)
+    for rule in sorted(by_rule, key=style.rule_key):
+        rs = sorted(by_rule[rule], key=lambda r: r["depth"])
+        s = style.rule_style(rule)
+        if "remat" in rule:
+            s.update(color=style.OKABE_ITO["sky blue"], linestyle="--")
+        d = [r["depth"] for r in rs]
+        ax.plot(d, [r["temp_size_in_bytes"] / MIB for r in rs], label=rule, **s)
+    ref = sorted(by_rule["bp"], key=lambda r: r["depth"])
+    ax.plot(
+        [r["depth"] for r in ref],
+        [r["activation_bytes"] / MIB for r in ref],
+        color="0.5",
+        lw=4,
+        alpha=0.3,
+        label="one float32 per hidden unit\nper example",
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([r["depth"] for r in ref], [str(r["depth"]) for r in ref])
+    ax.set_xlabel("hidden stages (width 256)")
+    ax.set_ylabel("XLA temp buffers of one update (MiB)")
+    ax.set_title(f"MLP 784-[256 x L]-10 tanh, batch {ref[0]['batch_size']}")
+    ax.legend(loc="upper left", ncol=2)
+    caption = (
+        "Working memory (XLA compiled memory_analysis temp_size: buffers live "
+        "during the update besides inputs and outputs) of one training direction "
+        "vs depth, per rule; bp (remat) wraps every stage in jax.checkpoint. "
+        "Grey band: one float32 per hidden unit per example (the activations "
+        "backprop stores)."
+    )
+    return style.save(fig, out_dir, "claims_memory", caption)
+
+
+def _act(r: RunRecord) -> str:
+    return str(r.config["model"]["activation"])
+
+
+def plot_vanishing(sweep: str, out_dir: str) -> list[str]:
+    """claims_vanishing: per-stage update norm after epoch 1 per rule, one panel per
+    activation, and the test errors."""
+    plt = style.pyplot()
+    runs = [r for r in load_runs([sweep]) if r.history]
+    acts = sorted({_act(r) for r in runs}, key=lambda a: a != "sigmoid")
+    fig, axes = plt.subplots(1, len(acts) + 1, figsize=(4.2 * (len(acts) + 1), 3.5))
+    for ax, act in zip(axes, acts):
+        for r in sorted((r for r in runs if _act(r) == act), key=lambda r: r.rule):
+            norms = r.history[0]["update_norm"]
+            stages = range(1, len(norms) + 1)
+            ax.plot(stages, norms, label=_label(r.rule), **style.rule_style(r.rule))
+        ax.set_yscale("log")
+        ax.set_xlabel("stage (1 = first hidden, last = read-out)")
+        ax.set_ylabel("norm of the rule's update direction")
+        ax.set_title(f"{act}: after epoch 1")
+        ax.legend()
+    ax = axes[-1]
+    rules = sorted({r.rule for r in runs}, key=style.rule_key)
+    for i, act in enumerate(acts):
+        errs = {r.rule: r.test_error for r in runs if _act(r) == act}
+        xs = [j + (i - 0.5) * 0.4 for j in range(len(rules))]
+        ax.bar(
+            xs,
+            [errs.get(rule) or 0 for rule in rules],
+            width=0.4,
+            color=[style.rule_style(rule)["color"] for rule in rules],
+            edgecolor="0.2",
+            hatch=None if i == 0 else "//",
+            label=act,
+        )
+    ax.axhline(90, color="0.4", ls=":", lw=1)
+    ax.text(-0.4, 90, "chance", va="bottom")
+    ax.set_xticks(range(len(rules)), [_label(r) for r in rules])
+    ax.set_ylabel("test error after 20 epochs (%)")
+    ax.set_title("test error (solid: sigmoid, hatched: ReLU)")
+    caption = (
+        "Vanishing gradients per rule: digits, 64-[32 x 8]-10, xavier init, SGD 0.1, "
+        "20 epochs, seed 0 (experiment=article_claims_vanishing). Left panels: norm "
+        "of each stage's update direction on the probe batch after epoch 1 (for bp "
+        "the exact gradient). Right: test error after 20 epochs."
+    )
+    return style.save(fig, out_dir, "claims_vanishing", caption)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), sd
+
+
+def _scaling_series(runs: list[RunRecord], x_of) -> dict[str, dict]:
+    """rule -> {x: ([test errors], [mean hidden-stage alignment])} over seeds."""
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: ([], [])))
+    for r in runs:
+        if r.test_error is None:
+            continue
+        x = x_of(r.config["model"]["hidden"])
+        out[r.rule][x][0].append(r.test_error)
+        hidden_align = [a for a in (r.final_alignment or ())[:-1] if a is not None]
+        if hidden_align:
+            out[r.rule][x][1].append(statistics.mean(hidden_align))
+    return out
+
+
+def _plot_scaling_column(axes, runs, x_of, xlabel: str) -> None:
+    series = _scaling_series(runs, x_of)
+    for rule in sorted(series, key=style.rule_key):
+        xs = sorted(series[rule])
+        s = style.rule_style(rule)
+        for ax, k in zip(axes, (0, 1)):
+            pts = [
+                (x, *_mean_std(series[rule][x][k])) for x in xs if series[rule][x][k]
+            ]
+            if pts:
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    yerr=[p[2] for p in pts],
+                    label=_label(rule),
+                    capsize=2,
+                    **s,
+                )
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ticks = sorted({x_of(r.config["model"]["hidden"]) for r in runs})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel("test error (%)")
+    axes[1].set_ylabel("angle to the exact gradient (deg)\nmean over hidden stages")
+    axes[1].axhline(90, color="0.4", ls=":", lw=1)
+
+
+def plot_scaling(depth: str, width: str, out_dir: str) -> list[str]:
+    """claims_scaling: test error and alignment vs depth (left) and width (right)."""
+    plt = style.pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 6.6), sharey="row")
+    _plot_scaling_column(
+        axes[:, 0], load_runs([depth]), len, "hidden stages (width 100)"
+    )
+    _plot_scaling_column(
+        axes[:, 1], load_runs([width]), lambda h: h[0], "width (4 hidden stages)"
+    )
+    axes[0, 0].set_title("deeper")
+    axes[0, 1].set_title("wider")
+    axes[0, 0].legend(ncol=2)
+    caption = (
+        "Scaling per rule on MNIST-1D (4000 train / 1000 test), ReLU MLP, Adam 1e-3, "
+        "batch 100, 30 epochs (a small budget), mean +- std over 3 seeds "
+        "(experiment=article_claims_depth, article_claims_width). Top: test error "
+        "after the last epoch. Bottom: angle between the rule's direction and the "
+        "exact gradient on the probe batch after the last epoch, mean over the "
+        "hidden stages (90 = orthogonal)."
+    )
+    return style.save(fig, out_dir, "claims_scaling", caption)
+
+
+def plot_all(a) -> list[str]:
+    """Every figure whose inputs ``a`` (the ``plot`` sub-command's arguments) name."""
+    out = []
+    if a.cost:
+        out += plot_cost(a.cost, a.figures)
+    if a.memory:
+        out += plot_memory(a.memory, a.figures)
+    if a.vanishing:
+        out += plot_vanishing(a.vanishing, a.figures)
+    if a.depth and a.width:
+        out += plot_scaling(a.depth, a.width, a.figures)
+    return [p for p in out if os.path.exists(p)]
