@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -46,7 +47,8 @@ from hydra import compose, initialize_config_dir
 
 import bp_alternatives.config  # noqa: F401  (registers the config schemas)
 from bp_alternatives.experiment import build_model, build_rule
-from bp_alternatives.model import init_params, output
+from bp_alternatives.model import apply_stage, init_params, output
+from bp_alternatives.model.losses import get_loss
 from bp_alternatives.rules import Batch
 
 CONFIG_DIR = os.path.join(
@@ -55,7 +57,8 @@ CONFIG_DIR = os.path.join(
     "configs",
 )
 RULES = ("bp", "manual_bp", "fa", "dfa", "sg", "ff", "pc", "ep")
-MEMORY_RULES = ("bp", "bp (remat)", "fa", "dfa", "sg", "ff", "pc")
+SEGMENT_REMAT = "bp (remat per sqrt(L) stages)"
+MEMORY_RULES = ("bp", "bp (remat)", SEGMENT_REMAT, "fa", "dfa", "sg", "ff", "pc")
 # rule option overrides: sg's per-step exact-gradient diagnostic off (it is not part
 # of the rule's cost); "bp (remat)" is bp with per-stage jax.checkpoint
 RULE_OVERRIDES = {"sg": ["rule.diagnostics=false"], "bp (remat)": ["rule.remat=true"]}
@@ -76,7 +79,7 @@ def build(rule: str, model_overrides: Sequence[str], input_shape, batch_size: in
     """(model, learning rule, params, rule state, batch, key) of ``rule`` (a
     ``configs/rule`` name, or ``"bp (remat)"``) on the model ``model_overrides``
     compose, with a random batch ``[batch_size, *input_shape]``."""
-    name = rule.split(" ")[0]
+    name = rule.split(" ")[0]  # "bp (remat)" -> bp
     overrides = [f"rule={name}", *RULE_OVERRIDES.get(rule, []), *model_overrides]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -166,6 +169,36 @@ def memory_stats(compiled) -> dict[str, int]:
     return {k: int(getattr(stats, k)) for k in fields if hasattr(stats, k)}
 
 
+def segment_remat_update(model, loss, k: int):
+    """bp's ``update`` with gradient checkpointing over segments of ``k`` stages
+    (Chen et al. 2016, "Training deep nets with sublinear memory cost": segments of
+    about sqrt(L) stages keep ~2 sqrt(L) stage activations instead of L): only each
+    segment's input is stored, the inside recomputed in the backward pass.
+    ``rule.remat`` checkpoints every stage (k = 1)."""
+    pairs = list(zip(model.stages, range(len(model.stages))))
+    segments = [pairs[i : i + k] for i in range(0, len(pairs), k)]
+
+    def run(stages, ps, x):
+        for stage, p in zip(stages, ps):
+            x = apply_stage(stage, p, x).out
+        return x
+
+    def objective(params, batch):
+        x = batch.x
+        for seg in segments:
+            stages = tuple(s for s, _ in seg)
+            ps = tuple(params[i] for _, i in seg)
+            x = jax.checkpoint(lambda ps, x, s=stages: run(s, ps, x))(ps, x)
+        return loss.value(x, batch.y)
+
+    def update(params, state, batch, key):
+        del key
+        value, direction = jax.value_and_grad(objective)(params, batch)
+        return direction, state, {"loss": value}
+
+    return update
+
+
 def measure_memory(rule: str, depth: int) -> dict[str, Any]:
     """Compiled memory of one ``rule.update`` on a 784-[256 x depth]-10 tanh MLP,
     batch 1024 (at batch = width a stage's activations are the size of its ``dW``
@@ -178,10 +211,17 @@ def measure_memory(rule: str, depth: int) -> dict[str, Any]:
     row: dict[str, Any] = {"rule": rule, "depth": depth, "width": MEMORY_WIDTH}
     row["batch_size"] = MEMORY_BATCH
     try:
-        _, lr, params, state, batch, key = build(rule, overrides, (784,), MEMORY_BATCH)
+        model, lr, params, state, batch, key = build(
+            rule, overrides, (784,), MEMORY_BATCH
+        )
     except ValueError as e:
         return {**row, "error": f"{type(e).__name__}: {e}"}
-    upd = jax.jit(lr.update).lower(params, state, batch, key).compile()
+    update = lr.update
+    if rule == SEGMENT_REMAT:
+        k = max(1, round(math.sqrt(depth + 1)))  # depth + 1 stages with the read-out
+        update = segment_remat_update(model, get_loss("cross_entropy"), k)
+        row["segment_stages"] = k
+    upd = jax.jit(update).lower(params, state, batch, key).compile()
     row.update(memory_stats(upd))
     row["activation_bytes"] = MEMORY_BATCH * sum(hidden) * 4
     return row
@@ -207,8 +247,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     m.add_argument("--rules", default=",".join(MEMORY_RULES))
     m.add_argument("--depths", default=",".join(map(str, MEMORY_DEPTHS)))
     g = sub.add_parser("plot", help="docs/figures/claims_*.png")
-    for name in ("cost", "memory", "vanishing", "depth", "width"):
+    for name in ("cost", "vanishing", "depth", "width"):
         g.add_argument(f"--{name}")
+    g.add_argument("--memory", nargs="+", help="memory JSON file(s)")
     g.add_argument("--figures", default="docs/figures")
     a = p.parse_args(argv)
     if a.cmd == "cost":

@@ -70,19 +70,24 @@ def plot_cost(path: str, out_dir: str) -> list[str]:
     return style.save(fig, out_dir, "claims_cost", caption)
 
 
-def plot_memory(path: str, out_dir: str) -> list[str]:
+def plot_memory(paths: list[str], out_dir: str) -> list[str]:
     """claims_memory: compiled working memory (temp) of rule.update vs depth."""
     plt = style.pyplot()
-    rows = [r for r in _rows(path) if "error" not in r]
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    rows = [r for path in paths for r in _rows(path) if "error" not in r]
+    fig, ax = plt.subplots(figsize=(7.6, 3.8))
     by_rule: dict[str, list] = defaultdict(list)
     for r in rows:
         by_rule[r["rule"]].append(r)
     for rule in sorted(by_rule, key=style.rule_key):
         rs = sorted(by_rule[rule], key=lambda r: r["depth"])
         s = style.rule_style(rule)
-        if "remat" in rule:
-            s.update(color=style.OKABE_ITO["sky blue"], linestyle="--")
+        if "remat" in rule:  # bp's variants: bp's colour family, own line and marker
+            per_stage = rule == "bp (remat)"
+            s.update(
+                color=style.OKABE_ITO["sky blue"],
+                linestyle="--" if per_stage else ":",
+                marker="o" if per_stage else "x",
+            )
         d = [r["depth"] for r in rs]
         ax.plot(d, [r["temp_size_in_bytes"] / MIB for r in rs], label=rule, **s)
     ref = sorted(by_rule["bp"], key=lambda r: r["depth"])
@@ -96,14 +101,16 @@ def plot_memory(path: str, out_dir: str) -> list[str]:
     )
     ax.set_xscale("log", base=2)
     ax.set_xticks([r["depth"] for r in ref], [str(r["depth"]) for r in ref])
-    ax.set_xlabel("hidden stages (width 256)")
+    ax.set_xlabel("hidden stages L (width 256)")
     ax.set_ylabel("XLA temp buffers of one update (MiB)")
     ax.set_title(f"MLP 784-[256 x L]-10 tanh, batch {ref[0]['batch_size']}")
-    ax.legend(loc="upper left", ncol=2)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     caption = (
         "Working memory (XLA compiled memory_analysis temp_size: buffers live "
         "during the update besides inputs and outputs) of one training direction "
-        "vs depth, per rule; bp (remat) wraps every stage in jax.checkpoint. "
+        "vs depth, per rule (fa's curve lies on bp's, bp (remat)'s on dfa's); bp (remat) wraps every stage "
+        "in jax.checkpoint, bp (remat per sqrt(L) stages) segments of about sqrt(L) "
+        "stages (scripts/article_claims.py). "
         "Grey band: one float32 per hidden unit per example (the activations "
         "backprop stores)."
     )
@@ -114,47 +121,75 @@ def _act(r: RunRecord) -> str:
     return str(r.config["model"]["activation"])
 
 
+def _error_bars(ax, runs: list[RunRecord], acts: list[str]) -> None:
+    """Test error per rule, one bar per activation (the first solid, the next
+    hatched); a run that diverged gets a label instead of a bar."""
+    from matplotlib.patches import Patch
+
+    rules = sorted({r.rule for r in runs}, key=style.rule_key)
+    hatches = [None, "//", ".."]
+    for i, act in enumerate(acts):
+        by_rule = {r.rule: r for r in runs if _act(r) == act}
+        for j, rule in enumerate(rules):
+            x, r = j + (i - (len(acts) - 1) / 2) * 0.4, by_rule.get(rule)
+            if r is not None and r.test_error is not None:
+                ax.bar(
+                    x,
+                    r.test_error,
+                    width=0.4,
+                    color=style.rule_style(rule)["color"],
+                    edgecolor="0.2",
+                    hatch=hatches[i],
+                )
+            elif r is not None:
+                ax.text(x, 2, r.status, rotation=90, ha="center", va="bottom")
+    ax.axhline(90, color="0.4", ls=":", lw=1)
+    handles = [
+        Patch(facecolor="white", edgecolor="0.2", hatch=hatches[i], label=act)
+        for i, act in enumerate(acts)
+    ]
+    handles.append(plt_line(ax, "chance (90%)"))
+    ax.legend(handles=handles, loc="center right")
+    ax.set_xticks(range(len(rules)), [_label(r) for r in rules])
+    ax.set_ylim(0, 100)
+
+
+def plt_line(ax, label: str):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="0.4", ls=":", lw=1, label=label)
+
+
 def plot_vanishing(sweep: str, out_dir: str) -> list[str]:
     """claims_vanishing: per-stage update norm after epoch 1 per rule, one panel per
     activation, and the test errors."""
     plt = style.pyplot()
     runs = [r for r in load_runs([sweep]) if r.history]
     acts = sorted({_act(r) for r in runs}, key=lambda a: a != "sigmoid")
-    fig, axes = plt.subplots(1, len(acts) + 1, figsize=(4.2 * (len(acts) + 1), 3.5))
+    fig, axes = plt.subplots(1, len(acts) + 1, figsize=(4.4 * (len(acts) + 1), 3.6))
+    fig.subplots_adjust(wspace=0.32)
     for ax, act in zip(axes, acts):
-        for r in sorted((r for r in runs if _act(r) == act), key=lambda r: r.rule):
+        for r in sorted(
+            (r for r in runs if _act(r) == act), key=lambda r: style.rule_key(r.rule)
+        ):
             norms = r.history[0]["update_norm"]
             stages = range(1, len(norms) + 1)
             ax.plot(stages, norms, label=_label(r.rule), **style.rule_style(r.rule))
         ax.set_yscale("log")
-        ax.set_xlabel("stage (1 = first hidden, last = read-out)")
-        ax.set_ylabel("norm of the rule's update direction")
-        ax.set_title(f"{act}: after epoch 1")
-        ax.legend()
-    ax = axes[-1]
-    rules = sorted({r.rule for r in runs}, key=style.rule_key)
-    for i, act in enumerate(acts):
-        errs = {r.rule: r.test_error for r in runs if _act(r) == act}
-        xs = [j + (i - 0.5) * 0.4 for j in range(len(rules))]
-        ax.bar(
-            xs,
-            [errs.get(rule) or 0 for rule in rules],
-            width=0.4,
-            color=[style.rule_style(rule)["color"] for rule in rules],
-            edgecolor="0.2",
-            hatch=None if i == 0 else "//",
-            label=act,
-        )
-    ax.axhline(90, color="0.4", ls=":", lw=1)
-    ax.text(-0.4, 90, "chance", va="bottom")
-    ax.set_xticks(range(len(rules)), [_label(r) for r in rules])
-    ax.set_ylabel("test error after 20 epochs (%)")
-    ax.set_title("test error (solid: sigmoid, hatched: ReLU)")
+        ax.set_xticks(list(stages))
+        ax.set_xlabel("stage (1 = first hidden, 9 = read-out)")
+        ax.set_ylabel("norm of the stage's update direction")
+        ax.set_title(f"{act}: per-stage update norm, epoch 1")
+        ax.legend(loc="best")
+    _error_bars(axes[-1], runs, acts)
+    axes[-1].set_ylabel("test error after 20 epochs (%)")
+    axes[-1].set_title("test error after 20 epochs")
     caption = (
         "Vanishing gradients per rule: digits, 64-[32 x 8]-10, xavier init, SGD 0.1, "
         "20 epochs, seed 0 (experiment=article_claims_vanishing). Left panels: norm "
-        "of each stage's update direction on the probe batch after epoch 1 (for bp "
-        "the exact gradient). Right: test error after 20 epochs."
+        "of each stage's update direction on the probe batch (256 training "
+        "examples) after epoch 1 (for bp the exact gradient). Right: test error "
+        "after 20 epochs."
     )
     return style.save(fig, out_dir, "claims_vanishing", caption)
 
