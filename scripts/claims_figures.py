@@ -26,46 +26,67 @@ def _label(rule: str) -> str:
     return rule.replace("manual_bp", "manual bp")
 
 
+def _cost_panel(ax, ok: list[dict[str, Any]]) -> None:
+    """Bars of update / forward per rule: FLOPs (solid), CPU time (hatched), each
+    labelled with its value; log scale from 1 (the forward pass alone)."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    for off, key, hatch in ((-0.2, "flops_ratio", None), (0.2, "cpu_ratio", "//")):
+        for x, r in enumerate(ok):
+            v = r.get(key)
+            if v is None:
+                continue
+            ax.bar(
+                x + off,
+                v - 1,
+                bottom=1,
+                width=0.4,
+                color=style.rule_style(r["rule"])["color"],
+                edgecolor="0.2",
+                hatch=hatch,
+            )
+            ax.text(x + off, v * 1.04, f"{v:.1f}", ha="center", va="bottom", size=6)
+    ax.axhline(2, color="0.4", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(1, 100)
+    ax.yaxis.set_major_locator(FixedLocator([1, 2, 3, 5, 10, 20, 50, 100]))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    labels = [_label(r["rule"]) for r in ok]
+    ax.set_xticks(range(len(ok)), labels, rotation=30, ha="right")
+    ax.set_ylabel("one training direction / one forward pass")
+    ax.legend(
+        handles=[
+            Patch(facecolor="white", edgecolor="0.2", label="XLA FLOPs"),
+            Patch(facecolor="white", edgecolor="0.2", hatch="//", label="CPU time"),
+            plt_line(ax, "2 = backward costs the same as forward"),
+        ],
+        loc="upper left",
+    )
+
+
 def plot_cost(path: str, out_dir: str) -> list[str]:
-    """claims_cost: training direction / forward pass, FLOPs and time, per rule and
-    architecture (log scale), the article's claim as a line at 2."""
+    """claims_cost: training direction / forward pass, FLOPs and CPU time, per rule
+    and architecture (log scale), the article's claim as a line at 2."""
     plt = style.pyplot()
     rows = _rows(path)
     archs = list(dict.fromkeys(r["arch"] for r in rows))
-    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6))
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.4 * len(archs), 3.9))
     for ax, arch in zip(axes, archs):
         ok = [r for r in rows if r["arch"] == arch and "error" not in r]
-        xs = range(len(ok))
-        for off, key, hatch, name in (
-            (-0.2, "flops_ratio", None, "XLA FLOPs"),
-            (0.2, "cpu_ratio", "//", "CPU time"),
-        ):
-            ax.bar(
-                [x + off for x in xs],
-                [r.get(key) or 0 for r in ok],
-                width=0.4,
-                color=[style.rule_style(r["rule"])["color"] for r in ok],
-                edgecolor="0.2",
-                hatch=hatch,
-                label=name,
-            )
-        ax.axhline(2, color="0.4", ls=":", lw=1)
-        ax.text(len(ok) - 0.5, 2, "backward = forward", ha="right", va="bottom")
-        ax.set_yscale("log")
-        ax.set_xticks(list(xs), [_label(r["rule"]) for r in ok])
-        ax.set_ylabel("one training direction / one forward pass")
+        _cost_panel(ax, ok)
         skipped = [r["rule"] for r in rows if r["arch"] == arch and "error" in r]
         note = f"\n(not supported: {', '.join(skipped)})" if skipped else ""
         ax.set_title(f"{arch}, batch {ok[0]['batch_size']}{note}")
-        leg = ax.legend(loc="upper left")
-        for h in leg.legend_handles:
-            h.set_facecolor("white")
     caption = (
         "Cost of one training direction (rule.update: forward, loss, and the rule's "
         "backward or replacement) over one forward pass, per rule: XLA's compiled "
         "FLOP count (solid) and CPU time on 2 shared CPU cores (hatched; the "
         "median over 9 alternating rounds of the per-round ratio); "
-        "log scale. Dotted line: a backward pass costing the same as the forward."
+        "log scale. Dotted line: a backward pass costing the same as the forward. "
+        "XLA counts a loop body once, so pc's and ep's FLOP bars leave out their "
+        "inference / relaxation iterations; their CPU time includes them."
     )
     return style.save(fig, out_dir, "claims_cost", caption)
 
@@ -108,8 +129,9 @@ def plot_memory(paths: list[str], out_dir: str) -> list[str]:
     caption = (
         "Working memory (XLA compiled memory_analysis temp_size: buffers live "
         "during the update besides inputs and outputs) of one training direction "
-        "vs depth, per rule (fa's curve lies on bp's, bp (remat)'s on dfa's); bp (remat) wraps every stage "
-        "in jax.checkpoint, bp (remat per sqrt(L) stages) segments of about sqrt(L) "
+        "vs depth, per rule (fa's curve lies on bp's, bp (remat)'s on dfa's); "
+        "bp (remat) wraps every stage in jax.checkpoint, bp (remat per sqrt(L) "
+        "stages) segments of about sqrt(L) "
         "stages (scripts/article_claims.py). "
         "Grey band: one float32 per hidden unit per example (the activations "
         "backprop stores)."
