@@ -82,3 +82,54 @@ def test_every_paper_block_says_whether_its_numbers_were_read_in_their_source():
         assert isinstance(paper.get("verified"), bool), path.name
         if path.stem in unverified:
             assert paper["verified"] is False, path.name
+
+
+def _figures_module():
+    sys.path.insert(0, os.path.dirname(_PATH))
+    try:
+        import claims_figures
+    finally:
+        sys.path.pop(0)
+    return claims_figures
+
+
+def test_scaling_series_averages_seeds_and_leaves_the_read_out_out(tmp_path):
+    figures = _figures_module()
+    for seed, acc in ((0, 0.9), (1, 0.8)):
+        fake_results(tmp_path / f"fa{seed}", "fa", seed, acc, stages=3)
+    series = figures._scaling_series(load_runs([str(tmp_path)]), len)
+    errors, angles = series["fa"][1]  # fake runs: hidden [8], one hidden stage
+    assert sorted(errors) == pytest.approx([10.0, 20.0])
+    # last epoch (3) of the fake history: stages at 10/3 and 20/3 deg, read-out 0
+    assert angles == pytest.approx([5.0, 5.0])
+
+
+def test_cost_and_memory_figures_are_written(tmp_path):
+    import json
+
+    figures = _figures_module()
+    cost = [
+        {"rule": r, "arch": "MLP", "batch_size": 8, "flops_ratio": 2.5, "cpu_ratio": 3}
+        for r in ("bp", "dfa")
+    ] + [{"rule": "ep", "arch": "MLP", "batch_size": 8, "error": "unsupported"}]
+    cost += [dict(c, arch="CNN") for c in cost]
+    memory = [
+        {
+            "rule": r,
+            "depth": d,
+            "batch_size": 8,
+            "temp_size_in_bytes": d * 2**20,
+            "activation_bytes": d * 2**20,
+        }
+        for r in ("bp", "bp (remat)")
+        for d in (2, 4)
+    ]
+    for name, rows in (("cost", cost), ("memory", memory)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
+    out = tmp_path / "fig"
+    paths = figures.plot_cost(str(tmp_path / "cost.json"), str(out))
+    paths += figures.plot_memory([str(tmp_path / "memory.json")], str(out))
+    assert {os.path.basename(p) for p in paths} >= {
+        "claims_cost.png",
+        "claims_memory.png",
+    }
