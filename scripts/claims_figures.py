@@ -259,8 +259,10 @@ def _plot_scaling_column(axes, runs, x_of, xlabel: str) -> None:
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel(xlabel)
     axes[0].set_ylabel("test error (%)")
+    axes[0].axhline(90, color="0.4", ls=":", lw=1, label="chance (90%)")
     axes[1].set_ylabel("angle to the exact gradient (deg)\nmean over hidden stages")
     axes[1].axhline(90, color="0.4", ls=":", lw=1)
+    axes[1].text(axes[1].get_xlim()[0], 91, " 90 = orthogonal", va="bottom", size=7)
 
 
 def plot_scaling(depth: str, width: str | None, out_dir: str) -> list[str]:
