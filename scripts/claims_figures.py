@@ -171,7 +171,7 @@ def _error_bars(ax, runs: list[RunRecord], acts: list[str]) -> None:
         for i, act in enumerate(acts)
     ]
     handles.append(plt_line(ax, "chance (90%)"))
-    ax.legend(handles=handles, loc="center right")
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     ax.set_xticks(range(len(rules)), [_label(r) for r in rules])
     ax.set_ylim(0, 100)
 
