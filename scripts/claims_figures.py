@@ -283,6 +283,8 @@ def plot_scaling(depth: str, width: str | None, out_dir: str) -> list[str]:
             axes[:, 1], width_runs, lambda h: h[0], "width (4 hidden stages)"
         )
         axes[0, 1].set_title("wider")
+        for ax in axes[:, 1]:  # rows share their y axis with the left column
+            ax.set_ylabel("")
     axes[0, 0].legend()
     caption = (
         "Scaling per rule on MNIST-1D (4000 train / 1000 test), ReLU MLP, Adam 1e-3, "
