@@ -180,6 +180,7 @@ def test_paper_column_variants_and_config_columns(tmp_path):
     paper = {
         "source": "Nøkland (2016), Table 1",
         "test_error": {"bp": 1.48, "fa": 1.85},
+        "verified": True,
         "note": "Selected on a validation split.",
     }
     for seed, acc in ((0, 0.99), (1, 0.97)):

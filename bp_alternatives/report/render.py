@@ -67,7 +67,8 @@ def _header_and_rows(table: Table, latex: bool) -> tuple[list[str], list[list[st
             line.append(_cell_text(cell, latex))
             if c in paper_cols:
                 p = cell.paper[0] if cell else None
-                line.append("–" if p is None else f"{p:.2f}")
+                approx = "" if p is None or cell.paper_verified else " (approx.)"
+                line.append("–" if p is None else f"{p:.2f}{approx}")
             if "examples_per_second" in table.extras:
                 line.append(_fmt_eps(cell.examples_per_second if cell else None))
             if "alignment" in table.extras:

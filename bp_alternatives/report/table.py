@@ -181,6 +181,16 @@ class Cell:
         return None, None, None
 
     @property
+    def paper_verified(self) -> bool:
+        """Whether the runs' ``paper.verified`` says the published number was read
+        in its source (the paper or its official results); absent: unverified."""
+        for r in self.runs:
+            p = r.config.get("paper")
+            if isinstance(p, Mapping) and p.get("test_error") is not None:
+                return p.get("verified") is True
+        return False
+
+    @property
     def below_chance(self) -> bool:
         """Mean test error above ``100 (1 - 1/C)`` %: worse than guessing."""
         te, c = self.test_error, {r.num_classes for r in self.ok} - {None}
@@ -245,7 +255,8 @@ class Table:
                 + "."
             )
         sources, notes = [], []
-        for cell in self.cells.values():
+        cells_all = list(self.cells.values())
+        for cell in cells_all:
             _, src, note = cell.paper
             if src and src not in sources:
                 sources.append(src)
@@ -253,6 +264,11 @@ class Table:
                 notes.append(note)
         if sources:
             text += " Paper: " + "; ".join(sources) + "."
+        if any(c.paper[0] is not None and not c.paper_verified for c in cells_all):
+            text += (
+                " (approx.): a published number not read in its source (a recalled "
+                "or third-party value; docs/references.md), not verified."
+            )
         for note in notes:
             text += " " + note.strip()
         cells = self.cells.values()
