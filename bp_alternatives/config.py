@@ -60,6 +60,7 @@ class TrainerConfig:
     batch_size: int = 64
     probe_size: int = 256
     eval_chunk: int = 4096
+    train_eval_size: int | None = None
     progress: bool = True
     seeds: list[int] | None = None
     data_parallel: bool = False
@@ -254,6 +255,11 @@ def validate_config(cfg: DictConfig) -> None:
         if t[field] < 1:
             raise ConfigError(f"trainer.{field} must be >= 1, got {t[field]}")
     check_seeds(t.get("seeds"))
+    if t.get("train_eval_size") is not None and t.train_eval_size < 1:
+        raise ConfigError(
+            f"trainer.train_eval_size must be >= 1 or null (all), got "
+            f"{t.train_eval_size}"
+        )
     if t.checkpoint_every < 0:
         raise ConfigError(
             f"trainer.checkpoint_every must be >= 0, got {t.checkpoint_every}"

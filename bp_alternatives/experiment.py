@@ -364,6 +364,7 @@ def _fit(b: Built, seeds: list[int], multi: bool, writers, out_dir: str) -> list
         batched=multi,
         probe_size=int(t.probe_size),
         eval_chunk=int(t.eval_chunk),
+        train_eval_size=t.get("train_eval_size"),
         writers=writers,
         progress=bool(t.progress),
         data_parallel=bool(t.get("data_parallel", False)),
@@ -402,6 +403,7 @@ _FROM_FIT = (
     "examples_per_second",
     "seeds_in_program",
     "wall_seconds",
+    "time_split",
     "status",
     "diverged_epoch",
 )

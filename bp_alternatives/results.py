@@ -86,6 +86,8 @@ class Results:
     examples_per_second: float | None = None
     seeds_in_program: int | None = None
     wall_seconds: float | None = None
+    # {compile, train, eval, other}_seconds and wall_seconds (train.record.time_split)
+    time_split: dict[str, float] | None = None
     device: dict[str, Any] | None = None
     diverged_epoch: int | None = None
     provenance: dict[str, Any] | None = None

@@ -235,3 +235,62 @@ def test_every_registered_rule_benchmarks(tmp_path):
         assert (
             rows["dfa"]["xla_flops_per_example"] <= rows["bp"]["xla_flops_per_example"]
         )
+
+
+# ------------------------------------------------------------------ conv benchmark
+
+_CONV_PATH = os.path.join(os.path.dirname(_PATH), "benchmark_conv.py")
+_conv_spec = importlib.util.spec_from_file_location("_benchmark_conv", _CONV_PATH)
+benchmark_conv = importlib.util.module_from_spec(_conv_spec)
+sys.modules[_conv_spec.name] = benchmark_conv
+_conv_spec.loader.exec_module(benchmark_conv)
+
+
+def test_conv_matmul_shapes_and_flops_of_lenet_by_hand():
+    """LeNet-5 on 32x32: conv1 28x28 outputs of 5*5*1 taps -> 6, conv2 10x10 of
+    5*5*6 -> 16, conv3 1x1 of 5*5*16 -> 120, then 120 -> 84 -> 10."""
+    from bp_alternatives.model import lenet
+
+    b = 2
+    shapes = benchmark_conv.matmul_shapes(lenet((32, 32, 1), 10), b)
+    assert shapes == [
+        (b * 28 * 28, 25, 6),
+        (b * 10 * 10, 150, 16),
+        (b, 400, 120),
+        (b, 120, 84),
+        (b, 84, 10),
+    ]
+    want = 2 * 2 * 784 * 25 * 6 + 3 * 2 * (
+        100 * 150 * 16 + 400 * 120 + 120 * 84 + 84 * 10
+    )
+    assert benchmark_conv.bp_flops_per_example(shapes, b) == want
+
+
+def test_conv_ceiling_does_the_products_of_a_bp_step():
+    """One step of the ceiling: W -= lr A^T (A W) 1e-3 per part."""
+    shapes = [(6, 4, 3), (5, 3, 2)]
+    rng = np.random.RandomState(0)
+    ws = tuple(jnp.asarray(rng.randn(i, o), jnp.float32) for _, i, o in shapes)
+    As = tuple(jnp.asarray(rng.randn(r, i), jnp.float32) for r, i, _ in shapes)
+    (new, acc) = benchmark_conv.make_conv_ceiling(1, lr=0.5)((ws, jnp.zeros(())), As)
+    for w, A, n in zip(ws, As, new):
+        np.testing.assert_allclose(n, w - 0.5 * A.T @ (A @ w * 1e-3), rtol=1e-5)
+    D = As[1] @ ws[1] * 1e-3
+    np.testing.assert_allclose(acc, jnp.sum(D @ ws[1].T), rtol=1e-5)
+
+
+def test_conv_benchmark_main_runs_both_conv_implementations(tmp_path, capsys):
+    out = tmp_path / "conv.json"
+    argv = ["--model", "lenet", "--rules", "bp", "--batch-size", "4"]
+    argv += ["--steps", "2", "--epochs", "1", "--warmup", "1", "--out", str(out)]
+    result = benchmark_conv.main(argv)
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(result["rows"]))
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["bp matmul", "bp lax"]
+    for r in result["rows"]:
+        assert _positive(r["examples_per_second"]) and _positive(
+            r["fraction_of_ceiling"]
+        )
+        assert r["memory"]["resident_bytes"] > 0
+    assert result["rows"][0]["relative_to_bp"] == 1.0
+    assert "| bp lax |" in capsys.readouterr().out

@@ -22,6 +22,7 @@ from bp_alternatives.model import (
     lenet,
     max_pool,
 )
+from bp_alternatives.model import conv as fast_conv
 from bp_alternatives.model.losses import get_loss
 from bp_alternatives.model.ops import conv_backward
 from bp_alternatives.rules import Batch, UnsupportedModelError, bp, manual_bp
@@ -56,12 +57,23 @@ CONV_CASES = [
 ]
 
 
+# nn.Conv as flax builds it (lax convolutions) and as the architectures build it
+# (patches + matmul on CPU): the hand-written backward covers both.
+CONV_IMPLS = {
+    "lax": {},
+    "matmul": {"conv_general_dilated": fast_conv.conv_general_dilated},
+}
+
+
+@pytest.mark.parametrize("impl", sorted(CONV_IMPLS))
 @pytest.mark.parametrize("spatial,k,s,padding", CONV_CASES)
-def test_conv_backward_equals_jax_grad(spatial, k, s, padding):
+def test_conv_backward_equals_jax_grad(spatial, k, s, padding, impl):
+    """Against jax.grad of flax's plain conv (``lax.conv_general_dilated``)."""
     with jax.enable_x64(True):
         rng = np.random.RandomState(len(spatial) * 100 + k * 10 + s)
         nd = len(spatial)
-        conv = nn.Conv(3, (k,) * nd, strides=s, padding=padding)
+        plain = nn.Conv(3, (k,) * nd, strides=s, padding=padding)
+        conv = nn.Conv(3, (k,) * nd, strides=s, padding=padding, **CONV_IMPLS[impl])
         x = jnp.asarray(rng.randn(2, *spatial, 2))
         p = to_f64(conv.init(jax.random.PRNGKey(0), x)["params"])
         p = {
@@ -71,7 +83,7 @@ def test_conv_backward_equals_jax_grad(spatial, k, s, padding):
         delta_a = jnp.asarray(rng.randn(*conv.apply({"params": p}, x).shape))
 
         def objective(p, x):  # <delta_a, conv(x)>: its gradient is the backward
-            return jnp.sum(conv.apply({"params": p}, x) * delta_a)
+            return jnp.sum(plain.apply({"params": p}, x) * delta_a)
 
         want_p, want_x = jax.grad(objective, argnums=(0, 1))(p, x)
         got_p, got_x = conv_backward(conv, p, x, delta_a)
@@ -79,11 +91,12 @@ def test_conv_backward_equals_jax_grad(spatial, k, s, padding):
         assert got_p["kernel"].shape == p["kernel"].shape and got_x.shape == x.shape
 
 
-def test_conv_backward_detects_a_wrong_transpose():
+@pytest.mark.parametrize("impl", sorted(CONV_IMPLS))
+def test_conv_backward_detects_a_wrong_transpose(impl):
     """The comparison above is decisive: an unflipped kernel is far off."""
     with jax.enable_x64(True):
         rng = np.random.RandomState(0)
-        conv = nn.Conv(2, (3, 3), padding="SAME")
+        conv = nn.Conv(2, (3, 3), padding="SAME", **CONV_IMPLS[impl])
         x = jnp.asarray(rng.randn(2, 5, 5, 2))
         p = {"kernel": jnp.asarray(rng.randn(3, 3, 2, 2)), "bias": jnp.zeros(2)}
         d = jnp.asarray(rng.randn(2, 5, 5, 2))
@@ -91,6 +104,91 @@ def test_conv_backward_detects_a_wrong_transpose():
         flipped = {"kernel": p["kernel"][::-1, ::-1], "bias": p["bias"]}
         got = conv_backward(conv, flipped, x, d)[1]  # flips back: the wrong transpose
         assert _rel_err(got, want) > 0.1
+
+
+@pytest.mark.parametrize("spatial,k,s,padding", CONV_CASES)
+def test_matmul_conv_equals_lax_conv_and_its_jax_grad(spatial, k, s, padding):
+    """The patches + matmul convolution and its custom VJP, under jax.grad, against
+    jax.grad of ``lax.conv_general_dilated`` (float64), through a nonlinearity so
+    the cotangent is not a constant."""
+    with jax.enable_x64(True):
+        rng = np.random.RandomState(len(spatial) * 100 + k * 10 + s + 1)
+        nd = len(spatial)
+        x = jnp.asarray(rng.randn(3, *spatial, 2))
+        W = jnp.asarray(rng.randn(*(k,) * nd, 2, 4))
+        strides = (s,) * nd
+        pads = fast_conv.explicit_pads(padding, x.shape, W.shape[:nd], strides)
+        sp = "HWD"[:nd]
+        dn = ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+
+        def plain(x, W):
+            return jax.lax.conv_general_dilated(
+                x, W, strides, pads, dimension_numbers=dn
+            )
+
+        def matmul(x, W):
+            return fast_conv.conv(x, W, strides, pads)
+
+        def objective(f):
+            return lambda x, W: jnp.sum(jnp.sin(f(x, W)))
+
+        assert _rel_err(matmul(x, W), plain(x, W)) < 1e-12
+        want = jax.grad(objective(plain), argnums=(0, 1))(x, W)
+        got = jax.grad(objective(matmul), argnums=(0, 1))(x, W)
+        assert _rel_err(got, want) < 1e-12
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    """<im2col(x), c> = <x, col2im(c)>: a wrong tap offset or stride breaks it."""
+    with jax.enable_x64(True):
+        rng = np.random.RandomState(3)
+        x = jnp.asarray(rng.randn(2, 9, 7, 3))
+        K, strides, pads = (3, 2), (2, 3), ((1, 2), (0, 1))
+        P = fast_conv.im2col(x, K, strides, pads)
+        c = jnp.asarray(rng.randn(*P.shape))
+        lhs = jnp.sum(P * c)
+        rhs = jnp.sum(x * fast_conv.col2im(c, x.shape, K, strides, pads))
+        assert abs(float(lhs - rhs)) < 1e-10 * float(jnp.abs(lhs))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kernel_dilation": 2},
+        {"input_dilation": 2},
+        {"feature_group_count": 2},
+    ],
+)
+def test_matmul_conv_hands_other_convolutions_to_lax(kwargs):
+    """Dilations and grouped convolutions are not on the matmul path; they still
+    compute flax's convolution."""
+    rng = np.random.RandomState(4)
+    x = jnp.asarray(rng.randn(2, 8, 8, 4), jnp.float32)
+    kwargs = {"padding": [(1, 1), (1, 1)], **kwargs}
+    fast = nn.Conv(
+        4, (3, 3), conv_general_dilated=fast_conv.conv_general_dilated, **kwargs
+    )
+    plain = nn.Conv(4, (3, 3), **kwargs)
+    p = plain.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_allclose(fast.apply(p, x), plain.apply(p, x), rtol=1e-5)
+    nd = 2
+    assert not fast_conv.matmul_path(
+        x.ndim,
+        kwargs["padding"],
+        (kwargs.get("input_dilation", 1),) * nd,
+        (kwargs.get("kernel_dilation", 1),) * nd,
+        nn.linear._conv_dimension_numbers(x.shape),
+        kwargs.get("feature_group_count", 1),
+    )
+
+
+def test_architectures_build_matmul_convs():
+    model = lenet((32, 32, 1), 10)
+    convs = [s.linear for s in model.stages if isinstance(s.linear, nn.Conv)]
+    assert len(convs) == 3
+    assert all(c.conv_general_dilated is fast_conv.conv_general_dilated for c in convs)
+    model = cnn((40, 1), 10, channels=(4,), hidden=())
+    assert model.stages[0].linear.conv_general_dilated is fast_conv.conv_general_dilated
 
 
 # --------------------------------------------------------------------------------------

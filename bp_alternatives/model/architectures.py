@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from bp_alternatives.model.activations import get_activation
+from bp_alternatives.model.conv import conv_general_dilated
 from bp_alternatives.model.core import Model, Stage, apply_stage
 from bp_alternatives.model.initializers import get_initializer
 
@@ -218,6 +219,7 @@ def _conv_stages(
                     padding=conv["padding"][i],
                     use_bias=bias,
                     kernel_init=kernel_init,
+                    conv_general_dilated=conv_general_dilated,
                     name=f"conv_{i}",
                 ),
                 activation=activation,
@@ -265,7 +267,12 @@ def lenet(
 
     def conv(features, name):
         return nn.Conv(
-            features, (5, 5), padding="VALID", kernel_init=kernel_init, name=name
+            features,
+            (5, 5),
+            padding="VALID",
+            kernel_init=kernel_init,
+            conv_general_dilated=conv_general_dilated,
+            name=name,
         )
 
     def dense(features, name):

@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bp_alternatives.model import conv as fast_conv
+
 
 class UnsupportedModelError(ValueError):
     """A rule or a hand-written backward cannot handle some part of a model (raised
@@ -187,6 +189,11 @@ def _conv_geometry(conv: nn.Conv, x_shape, kernel_shape):
     return strides, [tuple(int(v) for v in p) for p in pad]
 
 
+def _flax_dims(ndim: int):
+    """The dimension numbers flax's ``nn.Conv`` passes for ``ndim``-d inputs."""
+    return nn.linear._conv_dimension_numbers((1,) * ndim)
+
+
 def _conv_backward_for(conv: nn.Conv):
     check_conv(conv)
     return functools.partial(conv_backward, conv)
@@ -195,22 +202,43 @@ def _conv_backward_for(conv: nn.Conv):
 def conv_backward(
     conv: nn.Conv, p: dict[str, jax.Array], x: jax.Array, delta_a: jax.Array
 ) -> tuple[dict[str, jax.Array], jax.Array]:
-    """Backward of ``a = conv(x, W) + b`` (cross-correlation, channels last), written
-    as two more convolutions, no autodiff:
+    """Backward of ``a = conv(x, W) + b`` (cross-correlation, channels last), no
+    autodiff: ``({"kernel": dW, "bias": db}, delta_x)``, ``db[o] = sum_{b, p}
+    delta_a[b, p, o]``. A layer built with the patches + matmul convolution
+    (:mod:`bp_alternatives.model.conv`) on CPU gets the same products as its own VJP
+    (``dW = im2col(x)^T delta_a``, ``delta_x = col2im(delta_a W_mat^T)``); any other
+    gets :func:`conv_backward_lax`.
+    """
+    W = p["kernel"]  # [*K, in, out]
+    strides, pads = _conv_geometry(conv, x.shape, W.shape)
+    grads = {}
+    if "bias" in p:
+        grads["bias"] = jnp.sum(delta_a, axis=tuple(range(delta_a.ndim - 1)))
+    dims = nn.linear._conv_dimension_numbers(x.shape)  # what nn.Conv passes
+    if conv.conv_general_dilated is fast_conv.conv_general_dilated and (
+        fast_conv.matmul_path(x.ndim, pads, None, None, dims, 1)
+    ):
+        K = W.shape[:-2]
+        grads["kernel"] = fast_conv.conv_weight_grad(x, delta_a, K, strides, pads)
+        delta_x = fast_conv.conv_input_grad(delta_a, W, x.shape, strides, pads)
+    else:
+        grads["kernel"], delta_x = conv_backward_lax(W, x, delta_a, strides, pads)
+    return grads, delta_x
 
-    forward   a[b, p, o]  = sum_{k, i} x_pad[b, s p + k, i] W[k, i, o] + b[o]
+
+def conv_backward_lax(W, x, delta_a, strides, pads) -> tuple[jax.Array, jax.Array]:
+    """``(dW, delta_x)`` of ``a = conv(x, W)`` written as two more convolutions:
+
+    forward   a[b, p, o]  = sum_{k, i} x_pad[b, s p + k, i] W[k, i, o]
     dW[k, i, o]           = sum_{b, p} x_pad[b, s p + k, i] delta_a[b, p, o]
               : correlate x with delta_a, delta_a's taps dilated by the stride s
                 (batch and channels swap roles: i is the "batch", b the "feature");
-    db[o]                 = sum_{b, p} delta_a[b, p, o];
     delta_x[b, q, i]      = sum_{k, o: q + lo = s p + k} delta_a[b, p, o] W[k, i, o]
               : the transposed convolution: delta_a with s - 1 zeros between taps,
                 padded by (K - 1 - lo, N - 1 - (M - 1) s + lo), correlated with W
                 flipped in space and with in/out swapped.
     """
-    W = p["kernel"]  # [*K, in, out]
     nd = W.ndim - 2
-    strides, pads = _conv_geometry(conv, x.shape, W.shape)
     sp = "HWDUVXYZ"[:nd]  # names of the spatial axes in dimension-number strings
     K = W.shape[:nd]
     # dW: lhs = x read as [in (batch), *S, B (features)], rhs = delta_a read as a
@@ -224,9 +252,6 @@ def conv_backward(
         rhs_dilation=strides,
         dimension_numbers=("C" + sp + "N", "I" + sp + "O", sp + "NC"),
     )
-    grads = {"kernel": dW[tuple(slice(0, k) for k in K)]}
-    if "bias" in p:
-        grads["bias"] = jnp.sum(delta_a, axis=tuple(range(delta_a.ndim - 1)))
     # delta_x: the transposed convolution.
     N, M = x.shape[1:-1], delta_a.shape[1:-1]
     back_pads = [
@@ -242,7 +267,7 @@ def conv_backward(
         lhs_dilation=strides,
         dimension_numbers=("N" + sp + "C", sp + "OI", "N" + sp + "C"),
     )
-    return grads, delta_x
+    return dW[tuple(slice(0, k) for k in K)], delta_x
 
 
 # Linear parts with a hand-written backward: layer class -> a function of the layer

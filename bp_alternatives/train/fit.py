@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bp_alternatives.data import Dataset
@@ -22,12 +23,14 @@ from bp_alternatives.rules import Batch, LearningRule, headline_candidates
 from bp_alternatives.train.checkpoint import Checkpointer
 from bp_alternatives.train.evaluate import make_eval_fn
 from bp_alternatives.train.record import (
+    CompileClock,
     Record,
     Recorder,
     checkpoint_meta,
     record_epoch,
     resume,
     seed_results,
+    timed,
 )
 from bp_alternatives.train.sharding import (
     data_mesh,
@@ -61,7 +64,9 @@ def fit(
     epoch: ``mode``, ``chosen_on``, ``candidates``; ``None`` for a rule with one
     headline), ``status`` (``ok`` or ``diverged``),
     ``diverged_epoch``, ``examples_per_second`` (epochs after the first; compilation
-    excluded) and ``wall_seconds``. Keyword arguments as in :func:`fit_seeds`.
+    excluded), ``wall_seconds`` and ``time_split`` (``compile_seconds``,
+    ``train_seconds``, ``eval_seconds`` -- probe included --, ``other_seconds``).
+    Keyword arguments as in :func:`fit_seeds`.
     """
     return _fit(
         model, loss, rule, optimizer, data, epochs, batch_size, [key], False, **kwargs
@@ -88,7 +93,9 @@ def fit_seeds(
     Returns one results dict per key, equal (to float rounding) to separate
     :func:`fit` runs, whatever other keys share the program. Options:
     ``probe_size`` (examples in the alignment probe), ``eval_chunk`` (evaluation
-    batch), ``writers`` (one ``MetricWriter`` per key), ``progress``,
+    batch), ``train_eval_size`` (train metrics on a fixed random subset of this
+    many training examples; ``None``: all), ``writers`` (one ``MetricWriter`` per
+    key), ``progress``,
     ``data_parallel`` (shard each batch over ``jax.devices()`` with a ``Mesh`` +
     ``NamedSharding``; params replicated, so XLA all-reduces the gradients),
     ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last checkpoint in
@@ -117,15 +124,26 @@ class _Arrays(NamedTuple):
     test: tuple[jax.Array, jax.Array]
     val: tuple[jax.Array, jax.Array] | None
     probe: Batch
+    train_eval: tuple[jax.Array, jax.Array]  # where train metrics are measured
 
 
-def _place(data: Dataset, put: Callable, probe_size: int) -> _Arrays:
+def _place(
+    data: Dataset, put: Callable, probe_size: int, train_eval_size: int | None
+) -> _Arrays:
+    """The splits on the device; ``train_eval``: the training set, or a fixed
+    random subset of ``train_eval_size`` of it (the same every epoch)."""
     x_train, y_train = put(data.x_train), put(data.y_train)
     val = None
     if getattr(data, "x_val", None) is not None and len(data.x_val):
         val = (put(data.x_val), put(data.y_val))
     probe = Batch(x_train[:probe_size], y_train[:probe_size])
-    return _Arrays((x_train, y_train), (put(data.x_test), put(data.y_test)), val, probe)
+    train_eval = (x_train, y_train)
+    n = len(data.x_train)
+    if train_eval_size is not None and train_eval_size < n:
+        idx = np.random.default_rng(0).choice(n, train_eval_size, replace=False)
+        train_eval = (x_train[np.sort(idx)], y_train[np.sort(idx)])
+    test = (put(data.x_test), put(data.y_test))
+    return _Arrays((x_train, y_train), test, val, probe, train_eval)
 
 
 class _Programs(NamedTuple):
@@ -171,7 +189,14 @@ def _programs(
     )
 
 
-def _fit(
+def _fit(*args, **kwargs) -> list[dict[str, Any]]:
+    """:func:`_fit_timed` with the seconds spent compiling counted."""
+    with CompileClock().listening() as clock:
+        return _fit_timed(clock, *args, **kwargs)
+
+
+def _fit_timed(
+    clock: CompileClock,
     model: Model,
     loss: Loss,
     rule: LearningRule,
@@ -183,6 +208,7 @@ def _fit(
     batched: bool,
     *,
     probe_size: int = 256,
+    train_eval_size: int | None = None,
     eval_chunk: int = 4096,
     writers: Sequence[MetricWriter] | None = None,
     writer: MetricWriter | None = None,
@@ -204,11 +230,13 @@ def _fit(
             f"trainer.batch_size={batch_size} is larger than the {data.name} training "
             f"set ({n} examples)"
         )
-    sizes = (batch_size, probe_size, eval_chunk)
+    sizes = (batch_size, probe_size, eval_chunk, train_eval_size)
     arrays, prog, state, run_keys, replicated = _start(
         model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel
     )
-    record = Record([[] for _ in keys], [None] * num_seeds, [{} for _ in keys])
+    record = Record(
+        [[] for _ in keys], [None] * num_seeds, [{} for _ in keys], clock=clock
+    )
     ckpt = checkpoint_dir and Checkpointer(
         checkpoint_dir, checkpoint_every, checkpoint_tag
     )
@@ -238,6 +266,7 @@ def _fit(
         bar.close()
     chosen_on = "val" if arrays.val is not None else "train"
     wall = time.perf_counter() - start
+    record.seconds["compile"] = clock.total
     return [
         seed_results(rec, record, state, s, chosen_on, wall) for s in range(num_seeds)
     ]
@@ -245,11 +274,12 @@ def _fit(
 
 def _start(model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel):
     """Data and initial state on the device(s), the compiled programs, and the
-    (train, probe) keys. ``sizes``: (batch size, probe size, evaluation chunk)."""
-    batch_size, probe_size, eval_chunk = sizes
+    (train, probe) keys. ``sizes``: (batch size, probe size, evaluation chunk,
+    training examples evaluated)."""
+    batch_size, probe_size, eval_chunk, train_eval_size = sizes
     mesh, batch_sharding, replicated = data_mesh(data_parallel, batch_size)
     put = (lambda t: replicate(t, replicated)) if mesh else jnp.asarray
-    arrays = _place(data, put, probe_size)
+    arrays = _place(data, put, probe_size, train_eval_size)
     keys_arr = jnp.stack([jnp.asarray(k) for k in keys])
     prog = _programs(
         model,
@@ -282,22 +312,25 @@ def _train_epoch(
     probe_key: jax.Array,
 ):
     """Train, probe and evaluate one epoch, record it; return the new state."""
-    t0 = time.perf_counter()
-    state, step_metrics = prog.epoch(state, *arrays.train, train_key, epoch)
-    jax.block_until_ready(state)
-    dt = time.perf_counter() - t0
+    with timed(record, "train"):
+        t0 = time.perf_counter()
+        state, step_metrics = prog.epoch(state, *arrays.train, train_key, epoch)
+        jax.block_until_ready(state)
+        dt = time.perf_counter() - t0
     if epoch > first_epoch:
         record.steady_time += dt
         num_seeds = len(record.histories)
         record.steady_examples += rec.steps * rec.batch_size * num_seeds
-    _, _, probe_metrics = prog.probe(
-        state.params, state.rule_state, arrays.probe, prog.fold(probe_key, epoch)
-    )
-    evals = {
-        "train": prog.eval(state.params, state.rule_state, *arrays.train),
-        "test": prog.eval(state.params, state.rule_state, *arrays.test),
-    }
-    if arrays.val is not None:
-        evals["val"] = prog.eval(state.params, state.rule_state, *arrays.val)
+    with timed(record, "eval"):
+        _, _, probe_metrics = prog.probe(
+            state.params, state.rule_state, arrays.probe, prog.fold(probe_key, epoch)
+        )
+        evals = {
+            "train": prog.eval(state.params, state.rule_state, *arrays.train_eval),
+            "test": prog.eval(state.params, state.rule_state, *arrays.test),
+        }
+        if arrays.val is not None:
+            evals["val"] = prog.eval(state.params, state.rule_state, *arrays.val)
+        jax.block_until_ready((probe_metrics, evals))
     record_epoch(rec, record, epoch, dt, evals, step_metrics, probe_metrics)
     return state

@@ -4,11 +4,14 @@ from it, and each seed's results."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.monitoring
 
 from bp_alternatives.progress import EPOCH_LOG, epoch_line
 from bp_alternatives.train.history import (
@@ -38,6 +41,34 @@ def choose_headline(
     return best
 
 
+# JAX's monitoring events for the parts of compiling a jitted function.
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+class CompileClock:
+    """Seconds JAX spent compiling (its ``jax.monitoring`` duration events) while
+    :meth:`listening`; ``total`` only grows."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def _on_event(self, event: str, duration: float, **kwargs) -> None:
+        if event in _COMPILE_EVENTS:
+            self.total += duration
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[CompileClock]:
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+        try:
+            yield self
+        finally:
+            jax.monitoring.unregister_event_duration_listener(self._on_event)
+
+
 @dataclasses.dataclass
 class Record:
     """What the loop has recorded so far, per seed; saved in checkpoints."""
@@ -47,6 +78,25 @@ class Record:
     shown: list[dict[str, Any]]  # each seed's last epoch, as displayed
     steady_time: float = 0.0
     steady_examples: int = 0
+    # wall seconds of this run by what they went to (compile: all tracing,
+    # lowering and XLA compilation or persistent-cache reads of the run, set at its
+    # end; train and eval exclude the compilation they triggered)
+    seconds: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"compile": 0.0, "train": 0.0, "eval": 0.0}
+    )
+    clock: CompileClock = dataclasses.field(default_factory=CompileClock)
+
+
+@contextlib.contextmanager
+def timed(record: Record, part: str) -> Iterator[None]:
+    """Add the wall time of the block, less the compilation inside it (counted by
+    ``record.clock``), to ``record.seconds[part]``."""
+    clock = record.clock
+    c0, t0 = clock.total, time.perf_counter()
+    try:
+        yield
+    finally:
+        record.seconds[part] += time.perf_counter() - t0 - (clock.total - c0)
 
 
 def resume(ckpt, state, record: Record, writers, replicated) -> tuple[Any, int]:
@@ -145,10 +195,21 @@ def seed_results(rec, record, state, s, chosen_on, wall) -> dict[str, Any]:
         "examples_per_second": record.steady_examples / steady if steady > 0 else None,
         "seeds_in_program": len(record.histories),
         "wall_seconds": wall,
+        "time_split": time_split(record, wall),
         "steps_per_epoch": rec.steps,
         "params": per_seed(state.params, s, rec.batched),
         "rule_state": per_seed(state.rule_state, s, rec.batched),
     }
+
+
+def time_split(record: Record, wall: float) -> dict[str, float]:
+    """``{compile, train, eval, other}_seconds`` and ``wall_seconds`` of the run (the
+    program's, shared by the seeds in it); ``other``: data placement, initial state,
+    recording, checkpoints."""
+    split = {f"{k}_seconds": v for k, v in record.seconds.items()}
+    split["other_seconds"] = max(0.0, wall - sum(split.values()))
+    split["wall_seconds"] = wall
+    return split
 
 
 def checkpoint_meta(epoch: int, record: Record) -> dict[str, Any]:
