@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,7 +51,9 @@ class ProtocolError(ValueError):
 def rule_plan(cfg: DictConfig, rule: str) -> dict[str, Any]:
     """The search of ``rule``: ``space`` (dotted key -> distribution spec), ``trials``
     and ``epochs`` -- ``protocol.space`` / ``protocol.budget`` updated by
-    ``protocol.per_rule.<rule>``."""
+    ``protocol.per_rule.<rule>`` -- and ``fixed`` (``per_rule.<rule>.set``: dotted
+    key -> value held for the rule's search and evaluation, e.g. a bounded
+    ``model.activation`` for ep)."""
     p = OmegaConf.to_container(cfg.protocol, resolve=True)
     own = (p.get("per_rule") or {}).get(rule) or {}
     space = dict(p.get("space") or {}) | dict(own.get("space") or {})
@@ -66,7 +69,18 @@ def rule_plan(cfg: DictConfig, rule: str) -> dict[str, Any]:
             "protocol.space is empty: declare at least the learning rate, e.g. "
             "protocol.space={optim.lr:{low:1e-4,high:1e-1,log:true}}"
         )
-    return {"space": space, "trials": budget["trials"], "epochs": budget["epochs"]}
+    fixed = dict(own.get("set") or {})
+    if clash := sorted(set(fixed) & set(space)):
+        raise ProtocolError(
+            f"protocol.per_rule.{rule}.set fixes {clash}, which the space also "
+            "searches; fix a key or search it, not both"
+        )
+    return {
+        "space": space,
+        "trials": budget["trials"],
+        "epochs": budget["epochs"],
+        "fixed": fixed,
+    }
 
 
 def suggest(trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -133,16 +147,28 @@ def configure(
     ``protocol`` node every run of the protocol carries; the table reads it)."""
     cfg = base.copy()
     with open_dict(cfg):
-        for key, value in point.items():
-            if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
-                raise ProtocolError(
-                    f"protocol.space.{key}: no such config key for rule "
-                    f"{cfg.rule.name}; use a key of the composed config (optim.lr, "
-                    "rule.scale, ...) or declare it under protocol.per_rule"
-                )
-            OmegaConf.update(cfg, key, value, merge=False)
+        _update(cfg, point, "protocol.space")
         cfg.protocol = dict(protocol)
     return cfg
+
+
+def fix(base: DictConfig, fixed: Mapping[str, Any]) -> DictConfig:
+    """``base`` with a rule's fixed settings (``plan["fixed"]``) applied."""
+    cfg = base.copy()
+    with open_dict(cfg):
+        _update(cfg, fixed, f"protocol.per_rule.{cfg.rule.name}.set")
+    return cfg
+
+
+def _update(cfg: DictConfig, values: Mapping[str, Any], field: str) -> None:
+    for key, value in values.items():
+        if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+            raise ProtocolError(
+                f"{field}.{key}: no such config key for rule {cfg.rule.name}; use a "
+                "key of the composed config (optim.lr, rule.scale, model.activation, "
+                "...) or declare it under protocol.per_rule"
+            )
+        OmegaConf.update(cfg, key, value, merge=False)
 
 
 def _run_trial(cfg: DictConfig, run_dir: str, metric: str) -> float | None:
@@ -152,6 +178,13 @@ def _run_trial(cfg: DictConfig, run_dir: str, metric: str) -> float | None:
         print(f"[protocol] trial in {run_dir} failed: {type(e).__name__}: {e}")
         return None
     return objective_value(results, metric)
+
+
+def rule_sampler_seed(sampler_seed: int, rule: str) -> int:
+    """TPE's seed for ``rule``: ``sampler_seed`` plus a stable hash of the rule's name
+    (CRC-32, below 2**16), so that rules searching the same space draw different
+    startup points instead of one shared sequence."""
+    return int(sampler_seed) + zlib.crc32(rule.encode()) % 2**16
 
 
 def open_study(search_dir: str, rule: str, sampler_seed: int, startup: int):
@@ -172,7 +205,7 @@ def open_study(search_dir: str, rule: str, sampler_seed: int, startup: int):
     )
     # a resumed study must not replay the sampler's random stream from its start
     # (it would propose the points it already tried): seed + trials so far
-    seed = sampler_seed + len(study.get_trials(deepcopy=False))
+    seed = rule_sampler_seed(sampler_seed, rule) + len(study.get_trials(deepcopy=False))
     study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -205,6 +238,8 @@ def search(
         search_dir, rule, int(p.sampler_seed), int(p.get("startup_trials") or 4)
     )
     record = {"stage": "search", "metric": metric, "epochs": plan["epochs"]}
+    record |= {"fixed": plan["fixed"]} if plan.get("fixed") else {}
+    base = fix(base, plan.get("fixed") or {})
 
     def objective(trial) -> float:
         point = suggest(trial, plan["space"])
@@ -240,9 +275,10 @@ def search(
         "rule": rule,
         "metric": metric,
         "direction": "maximize",
-        "sampler": f"TPE (seed {int(p.sampler_seed)})",
+        "sampler": f"TPE (seed {rule_sampler_seed(int(p.sampler_seed), rule)})",
         "space": plan["space"],
         "budget": {"trials": plan["trials"], "epochs": plan["epochs"]},
+        "fixed": plan.get("fixed") or {},
         "trials": trials,
         "chosen": {"number": best["number"], "params": best["params"]}
         | {"value": best["value"]},
@@ -263,7 +299,9 @@ def evaluate(base: DictConfig, found: Mapping[str, Any], out_dir: str) -> list:
         "epochs": found["budget"]["epochs"],
         "metric": found["metric"],
     }
-    cfg = configure(base, found["chosen"]["params"], record)
+    fixed = found.get("fixed") or {}
+    record |= {"fixed": fixed} if fixed else {}
+    cfg = configure(fix(base, fixed), found["chosen"]["params"], record)
     with open_dict(cfg):
         cfg.trainer.seeds = [int(s) for s in p.seeds]
         cfg.row = found["rule"]
@@ -330,6 +368,9 @@ def search_markdown(found: Mapping[str, Mapping[str, Any]]) -> str:
         chosen = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in f["chosen"]["params"].items()
+        )
+        chosen += "".join(
+            f", {k}={v} (fixed)" for k, v in (f.get("fixed") or {}).items()
         )
         lines.append(
             f"| {rule} | {f['budget']['trials']} × {f['budget']['epochs']} | {done} | "
