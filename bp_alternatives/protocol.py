@@ -37,6 +37,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bp_alternatives.compare import build_table, load_runs
+from bp_alternatives.config import ConfigError
 from bp_alternatives.experiment import run
 from bp_alternatives.report import figures, stats
 from bp_alternatives.rundir import write_json
@@ -44,8 +45,9 @@ from bp_alternatives.rundir import write_json
 STUDY_DB = "study.db"
 
 
-class ProtocolError(ValueError):
-    """A malformed ``protocol`` config (the message names the field)."""
+class ProtocolError(ConfigError):
+    """A malformed ``protocol`` config (the message names the field); the command
+    line prints it as a user error (exit status 2)."""
 
 
 def rule_plan(cfg: DictConfig, rule: str) -> dict[str, Any]:
@@ -152,11 +154,11 @@ def configure(
     return cfg
 
 
-def fix(base: DictConfig, fixed: Mapping[str, Any]) -> DictConfig:
-    """``base`` with a rule's fixed settings (``plan["fixed"]``) applied."""
+def fix(base: DictConfig, fixed: Mapping[str, Any], rule: str) -> DictConfig:
+    """``base`` with ``rule``'s fixed settings (``plan["fixed"]``) applied."""
     cfg = base.copy()
     with open_dict(cfg):
-        _update(cfg, fixed, f"protocol.per_rule.{cfg.rule.name}.set")
+        _update(cfg, fixed, f"protocol.per_rule.{rule}.set")
     return cfg
 
 
@@ -239,7 +241,7 @@ def search(
     )
     record = {"stage": "search", "metric": metric, "epochs": plan["epochs"]}
     record |= {"fixed": plan["fixed"]} if plan.get("fixed") else {}
-    base = fix(base, plan.get("fixed") or {})
+    base = fix(base, plan.get("fixed") or {}, rule)
 
     def objective(trial) -> float:
         point = suggest(trial, plan["space"])
@@ -301,7 +303,7 @@ def evaluate(base: DictConfig, found: Mapping[str, Any], out_dir: str) -> list:
     }
     fixed = found.get("fixed") or {}
     record |= {"fixed": fixed} if fixed else {}
-    cfg = configure(fix(base, fixed), found["chosen"]["params"], record)
+    cfg = configure(fix(base, fixed, found["rule"]), found["chosen"]["params"], record)
     with open_dict(cfg):
         cfg.trainer.seeds = [int(s) for s in p.seeds]
         cfg.row = found["rule"]

@@ -13,11 +13,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from bp_alternatives.cli import hydra_cli, user_errors_exit
 from bp_alternatives.protocol import run_protocol
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> None:
+@hydra.main(
+    version_base="1.3", config_path="pkg://bp_alternatives.configs", config_name="train"
+)
+@user_errors_exit
+def protocol_main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     # every rule composed with the command line's overrides, its own rule= last
     overrides = [o for o in hc.overrides.task if not o.startswith("rule=")]
@@ -29,6 +33,8 @@ def main(cfg: DictConfig) -> None:
 
     run_protocol(cfg, hc.runtime.output_dir, compose)
 
+
+main = hydra_cli(protocol_main)
 
 if __name__ == "__main__":
     main()
