@@ -202,6 +202,7 @@ def test_rules_draw_their_own_startup_points(tmp_path, fake_run):
 def test_per_rule_settings_are_fixed_for_search_and_evaluation(
     tmp_path, fake_run, monkeypatch
 ):
+    from bp_alternatives.report.search import search_markdown
     from bp_alternatives.report.stats import hyperparameters
 
     seen = []
@@ -224,7 +225,7 @@ def test_per_rule_settings_are_fixed_for_search_and_evaluation(
     assert base.model.activation != "sigmoid"  # the shared config is left alone
     shown = hyperparameters({"protocol": seen[-1][2]})
     assert "model.activation=sigmoid (fixed)" in shown and "optim.lr=" in shown
-    assert "(fixed)" in protocol.search_markdown({"fa": found})
+    assert "(fixed)" in search_markdown({"fa": found})
     clash = _base(per_rule={"fa": {"set": {"optim.lr": 0.1}}})
     with pytest.raises(ProtocolError, match=r"per_rule.fa.set fixes \['optim.lr'\]"):
         protocol.rule_plan(clash, "fa")

@@ -94,7 +94,8 @@ def fit_seeds(
     ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last checkpoint in
     ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a checkpoint written
     under another tag is refused: :class:`Checkpointer`), ``lr_schedule`` (step ->
-    rate, recorded as each epoch's ``lr``).
+    rate, recorded as each epoch's ``lr``), ``prepare_state`` (initial state -> the
+    state to train from, applied before a checkpoint is resumed).
     """
     return _fit(
         model,
@@ -192,6 +193,7 @@ def _fit(
     checkpoint_every: int = 0,
     checkpoint_tag: str | None = None,
     lr_schedule: Callable[[int], Any] | None = None,
+    prepare_state: Callable[[Any], Any] | None = None,
 ) -> list[dict[str, Any]]:
     start = time.perf_counter()
     num_seeds, n = len(keys), len(data.x_train)
@@ -208,6 +210,10 @@ def _fit(
     arrays, prog, state, run_keys, replicated = _start(
         model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel
     )
+    if (
+        prepare_state is not None
+    ):  # e.g. per-member hyperparameters (bp_alternatives.trials)
+        state = prepare_state(state)
     record = Record([[] for _ in keys], [None] * num_seeds, [{} for _ in keys])
     ckpt = checkpoint_dir and Checkpointer(
         checkpoint_dir, checkpoint_every, checkpoint_tag
