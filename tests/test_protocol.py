@@ -129,9 +129,9 @@ def test_bad_protocol_configs_name_the_field():
 
 @pytest.mark.slow
 def test_protocol_end_to_end_then_nothing_retrained(tmp_path):
-    """Real tiny runs: search, evaluation over 2 vmapped seeds, the report; a re-run
-    trains nothing."""
-    cfg = _base(budget={"trials": 2, "epochs": 1})
+    """Real tiny runs: a search of 2 vmapped trials, evaluation over 2 vmapped seeds,
+    the report; a re-run trains nothing."""
+    cfg = _base(budget={"trials": 2, "epochs": 1}, vmap_trials=2)
     with open_dict(cfg):
         cfg.trainer.epochs = 2
         cfg.trainer.batch_size = 256
@@ -145,11 +145,14 @@ def test_protocol_end_to_end_then_nothing_retrained(tmp_path):
     seed_dirs = [tmp_path / "eval" / "bp" / f"seed={s}" for s in (0, 1)]
     results = [d / "results.json" for d in seed_dirs]
     assert all(p.exists() for p in results)
-    stamps = [p.stat().st_mtime_ns for p in results]
+    trial_runs = list((tmp_path / "search" / "bp").glob("optim.lr=*/results.json"))
+    assert len(trial_runs) == 2
+    assert all('"seeds_in_program": 2' in p.read_text() for p in trial_runs)
+    stamps = [p.stat().st_mtime_ns for p in results + trial_runs]
     md = (tmp_path / "report" / "stats.md").read_text()
     assert "| bp |" in md and "optim.lr=" in md and "2 trials × 1 epochs" in md
     protocol.run_protocol(cfg, str(tmp_path), compose)
-    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert [p.stat().st_mtime_ns for p in results + trial_runs] == stamps
     assert (
         optuna.load_study(
             study_name="bp", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}"
