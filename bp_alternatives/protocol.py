@@ -30,27 +30,32 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bp_alternatives.compare import build_table, load_runs
+from bp_alternatives.config import ConfigError
 from bp_alternatives.experiment import run
-from bp_alternatives.report import figures, stats
+from bp_alternatives.report.search import write_report
 from bp_alternatives.rundir import write_json
+from bp_alternatives.trials import lr_only, run_members
 
 STUDY_DB = "study.db"
 
 
-class ProtocolError(ValueError):
-    """A malformed ``protocol`` config (the message names the field)."""
+class ProtocolError(ConfigError):
+    """A malformed ``protocol`` config (the message names the field); the command
+    line prints it as a user error (exit status 2)."""
 
 
 def rule_plan(cfg: DictConfig, rule: str) -> dict[str, Any]:
     """The search of ``rule``: ``space`` (dotted key -> distribution spec), ``trials``
     and ``epochs`` -- ``protocol.space`` / ``protocol.budget`` updated by
-    ``protocol.per_rule.<rule>``."""
+    ``protocol.per_rule.<rule>`` -- and ``fixed`` (``per_rule.<rule>.set``: dotted
+    key -> value held for the rule's search and evaluation, e.g. a bounded
+    ``model.activation`` for ep)."""
     p = OmegaConf.to_container(cfg.protocol, resolve=True)
     own = (p.get("per_rule") or {}).get(rule) or {}
     space = dict(p.get("space") or {}) | dict(own.get("space") or {})
@@ -66,7 +71,18 @@ def rule_plan(cfg: DictConfig, rule: str) -> dict[str, Any]:
             "protocol.space is empty: declare at least the learning rate, e.g. "
             "protocol.space={optim.lr:{low:1e-4,high:1e-1,log:true}}"
         )
-    return {"space": space, "trials": budget["trials"], "epochs": budget["epochs"]}
+    fixed = dict(own.get("set") or {})
+    if clash := sorted(set(fixed) & set(space)):
+        raise ProtocolError(
+            f"protocol.per_rule.{rule}.set fixes {clash}, which the space also "
+            "searches; fix a key or search it, not both"
+        )
+    return {
+        "space": space,
+        "trials": budget["trials"],
+        "epochs": budget["epochs"],
+        "fixed": fixed,
+    }
 
 
 def suggest(trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -133,16 +149,28 @@ def configure(
     ``protocol`` node every run of the protocol carries; the table reads it)."""
     cfg = base.copy()
     with open_dict(cfg):
-        for key, value in point.items():
-            if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
-                raise ProtocolError(
-                    f"protocol.space.{key}: no such config key for rule "
-                    f"{cfg.rule.name}; use a key of the composed config (optim.lr, "
-                    "rule.scale, ...) or declare it under protocol.per_rule"
-                )
-            OmegaConf.update(cfg, key, value, merge=False)
+        _update(cfg, point, "protocol.space")
         cfg.protocol = dict(protocol)
     return cfg
+
+
+def fix(base: DictConfig, fixed: Mapping[str, Any], rule: str) -> DictConfig:
+    """``base`` with ``rule``'s fixed settings (``plan["fixed"]``) applied."""
+    cfg = base.copy()
+    with open_dict(cfg):
+        _update(cfg, fixed, f"protocol.per_rule.{rule}.set")
+    return cfg
+
+
+def _update(cfg: DictConfig, values: Mapping[str, Any], field: str) -> None:
+    for key, value in values.items():
+        if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+            raise ProtocolError(
+                f"{field}.{key}: no such config key for rule {cfg.rule.name}; use a "
+                "key of the composed config (optim.lr, rule.scale, model.activation, "
+                "...) or declare it under protocol.per_rule"
+            )
+        OmegaConf.update(cfg, key, value, merge=False)
 
 
 def _run_trial(cfg: DictConfig, run_dir: str, metric: str) -> float | None:
@@ -154,11 +182,50 @@ def _run_trial(cfg: DictConfig, run_dir: str, metric: str) -> float | None:
     return objective_value(results, metric)
 
 
-def open_study(search_dir: str, rule: str, sampler_seed: int, startup: int):
+def rule_sampler_seed(sampler_seed: int, rule: str) -> int:
+    """TPE's seed for ``rule``: ``sampler_seed`` plus a stable hash of the rule's name
+    (CRC-32, below 2**16), so that rules searching the same space draw different
+    startup points instead of one shared sequence."""
+    return int(sampler_seed) + zlib.crc32(rule.encode()) % 2**16
+
+
+def _told(trial, rule: str, point, metric: str, value: float | None) -> float:
+    """Log a finished trial; its objective value (NaN: failed, marked so)."""
+    print(f"[protocol] {rule} trial {trial.number}: {point} -> {metric}={value}")
+    if value is None:
+        trial.set_user_attr("run_failed", True)
+        return math.nan  # Optuna marks the trial failed
+    return value
+
+
+def _state(value: float):
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL if math.isnan(value) else TrialState.COMPLETE
+
+
+def _run_members(cfgs, run_dirs, metric: str) -> list[float | None]:
+    """Trials that differ in ``optim.lr`` only, as one vmapped program."""
+    try:
+        results = run_members(cfgs, run_dirs)
+    except Exception as e:  # a batch that raises is failed trials, not a failed search
+        print(f"[protocol] trials in {run_dirs} failed: {type(e).__name__}: {e}")
+        return [None] * len(cfgs)
+    return [objective_value(r, metric) for r in results]
+
+
+def open_study(
+    search_dir: str,
+    rule: str,
+    sampler_seed: int,
+    startup: int,
+    constant_liar: bool = False,
+):
     """The rule's study in ``<search_dir>/study.db`` (created or resumed). Trials left
     ``RUNNING`` by a killed search are marked failed and their points re-queued, so
     the budget is spent on finished trials only (one protocol process per
-    directory)."""
+    directory). ``constant_liar``: TPE's treatment of trials asked together (a batch
+    of vmapped trials), so that one batch does not propose one point k times."""
     import optuna
     from optuna.trial import TrialState
 
@@ -172,8 +239,10 @@ def open_study(search_dir: str, rule: str, sampler_seed: int, startup: int):
     )
     # a resumed study must not replay the sampler's random stream from its start
     # (it would propose the points it already tried): seed + trials so far
-    seed = sampler_seed + len(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    seed = rule_sampler_seed(sampler_seed, rule) + len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=startup, constant_liar=constant_liar
+    )
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
@@ -201,12 +270,25 @@ def search(
     metric = str(p.metric)
     search_dir = os.path.join(out_dir, "search")
     rule_dir = os.path.join(search_dir, rule)
+    base = fix(base, plan.get("fixed") or {}, rule)
+    batch = int(p.get("vmap_trials") or 1)
+    if batch > 1 and not lr_only(base, list(plan["space"])):
+        print(
+            f"[protocol] {rule}: one trial at a time (protocol.vmap_trials needs a "
+            f"space of optim.lr only and a rule optimizer with its own lr)"
+        )
+        batch = 1
     study = open_study(
-        search_dir, rule, int(p.sampler_seed), int(p.get("startup_trials") or 4)
+        search_dir,
+        rule,
+        int(p.sampler_seed),
+        int(p.get("startup_trials") or 4),
+        constant_liar=batch > 1,
     )
     record = {"stage": "search", "metric": metric, "epochs": plan["epochs"]}
+    record |= {"fixed": plan["fixed"]} if plan.get("fixed") else {}
 
-    def objective(trial) -> float:
+    def trial_run(trial) -> tuple[dict, DictConfig, str]:
         point = suggest(trial, plan["space"])
         cfg = configure(base, point, record)
         with open_dict(cfg):
@@ -215,16 +297,23 @@ def search(
             cfg.seed = int(p.search_seed)
         run_dir = os.path.join(rule_dir, point_dirname(point))
         trial.set_user_attr("run_dir", os.path.relpath(run_dir, out_dir))
-        value = _run_trial(cfg, run_dir, metric)
-        print(f"[protocol] {rule} trial {trial.number}: {point} -> {metric}={value}")
-        if value is None:
-            trial.set_user_attr("run_failed", True)
-            return math.nan  # Optuna marks the trial failed
-        return value
+        return point, cfg, run_dir
 
-    remaining = plan["trials"] - _spent(study)
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
+    def objective(trial) -> float:
+        point, cfg, run_dir = trial_run(trial)
+        value = _run_trial(cfg, run_dir, metric)
+        return _told(trial, rule, point, metric, value)
+
+    while (remaining := plan["trials"] - _spent(study)) > 0:
+        if batch == 1:
+            study.optimize(objective, n_trials=remaining)
+            continue
+        asked = [study.ask() for _ in range(min(batch, remaining))]
+        runs = [trial_run(t) for t in asked]
+        values = _run_members([c for _, c, _ in runs], [d for *_, d in runs], metric)
+        for t, (point, _, _), value in zip(asked, runs, values):
+            value = _told(t, rule, point, metric, value)
+            study.tell(t, None if math.isnan(value) else value, state=_state(value))
     trials = [
         {
             "number": t.number,
@@ -240,9 +329,10 @@ def search(
         "rule": rule,
         "metric": metric,
         "direction": "maximize",
-        "sampler": f"TPE (seed {int(p.sampler_seed)})",
+        "sampler": f"TPE (seed {rule_sampler_seed(int(p.sampler_seed), rule)})",
         "space": plan["space"],
         "budget": {"trials": plan["trials"], "epochs": plan["epochs"]},
+        "fixed": plan.get("fixed") or {},
         "trials": trials,
         "chosen": {"number": best["number"], "params": best["params"]}
         | {"value": best["value"]},
@@ -263,7 +353,9 @@ def evaluate(base: DictConfig, found: Mapping[str, Any], out_dir: str) -> list:
         "epochs": found["budget"]["epochs"],
         "metric": found["metric"],
     }
-    cfg = configure(base, found["chosen"]["params"], record)
+    fixed = found.get("fixed") or {}
+    record |= {"fixed": fixed} if fixed else {}
+    cfg = configure(fix(base, fixed, found["rule"]), found["chosen"]["params"], record)
     with open_dict(cfg):
         cfg.trainer.seeds = [int(s) for s in p.seeds]
         cfg.row = found["rule"]
@@ -301,38 +393,3 @@ def run_protocol(
         evaluate(compose(str(rule)), found[rule], out_dir)
     write_report(out_dir, found)
     return found
-
-
-def write_report(out_dir: str, found: Mapping[str, Mapping[str, Any]]) -> str:
-    """The table with statistics, the search summary and the figures in
-    ``<out_dir>/report/``; return the Markdown table."""
-    report = os.path.join(out_dir, "report")
-    os.makedirs(report, exist_ok=True)
-    runs = load_runs([os.path.join(out_dir, "eval")])
-    table = build_table(runs)
-    files = stats.render_all(table) | {"search.md": search_markdown(found)}
-    for name, text in files.items():
-        with open(os.path.join(report, name), "w") as f:
-            f.write(text)
-    figures.write_all(runs, found, report)
-    print(f"\n{files['search.md']}\n{files['stats.md']}\n[protocol] report: {report}/")
-    return files["stats.md"]
-
-
-def search_markdown(found: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line per rule: the budget, the chosen point and its validation value."""
-    lines = [
-        "| rule | trials × epochs | finished | chosen | validation |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for rule, f in found.items():
-        done = sum(t["value"] is not None for t in f["trials"])
-        chosen = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in f["chosen"]["params"].items()
-        )
-        lines.append(
-            f"| {rule} | {f['budget']['trials']} × {f['budget']['epochs']} | {done} | "
-            f"{chosen} | {f['metric']}={f['chosen']['value']:.4f} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -74,7 +74,7 @@ def test_sweep_grids_of_the_comparisons():
     assert set(six) <= set(RULES)  # the rules these comparisons were measured on
     assert sweep_params("compare_digits") == {"rule": six, "seed": ["0", "1", "2"]}
     # Fashion-MNIST: the 3 seeds of a rule train together in one program (vmap)
-    assert sweep_params("compare_fashion_mnist") == {"rule": six}
+    assert sweep_params("compare_fashion_mnist") == {"rule": [*six, "pc"]}
     cfg = compose_cfg(["experiment=compare_fashion_mnist"])
     assert list(cfg.trainer.seeds) == [0, 1, 2] and cfg.trainer.epochs == 10
     assert sweep_params("xor")["rule"] == ["bp", "manual_bp", "fa", "dfa", "sg"]

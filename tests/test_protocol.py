@@ -129,9 +129,9 @@ def test_bad_protocol_configs_name_the_field():
 
 @pytest.mark.slow
 def test_protocol_end_to_end_then_nothing_retrained(tmp_path):
-    """Real tiny runs: search, evaluation over 2 vmapped seeds, the report; a re-run
-    trains nothing."""
-    cfg = _base(budget={"trials": 2, "epochs": 1})
+    """Real tiny runs: a search of 2 vmapped trials, evaluation over 2 vmapped seeds,
+    the report; a re-run trains nothing."""
+    cfg = _base(budget={"trials": 2, "epochs": 1}, vmap_trials=2)
     with open_dict(cfg):
         cfg.trainer.epochs = 2
         cfg.trainer.batch_size = 256
@@ -145,11 +145,14 @@ def test_protocol_end_to_end_then_nothing_retrained(tmp_path):
     seed_dirs = [tmp_path / "eval" / "bp" / f"seed={s}" for s in (0, 1)]
     results = [d / "results.json" for d in seed_dirs]
     assert all(p.exists() for p in results)
-    stamps = [p.stat().st_mtime_ns for p in results]
+    trial_runs = list((tmp_path / "search" / "bp").glob("optim.lr=*/results.json"))
+    assert len(trial_runs) == 2
+    assert all('"seeds_in_program": 2' in p.read_text() for p in trial_runs)
+    stamps = [p.stat().st_mtime_ns for p in results + trial_runs]
     md = (tmp_path / "report" / "stats.md").read_text()
     assert "| bp |" in md and "optim.lr=" in md and "2 trials × 1 epochs" in md
     protocol.run_protocol(cfg, str(tmp_path), compose)
-    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert [p.stat().st_mtime_ns for p in results + trial_runs] == stamps
     assert (
         optuna.load_study(
             study_name="bp", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}"
@@ -182,3 +185,75 @@ def test_resumed_search_proposes_new_points(tmp_path, fake_run):
         search(base, "bp", protocol.rule_plan(base, "bp"), str(tmp_path))
         lrs = [c[0] for c in fake_run]
     assert len(lrs) == 6 and len(set(lrs)) == 6, lrs
+
+
+def test_rules_draw_their_own_startup_points(tmp_path, fake_run):
+    """Two rules searching one space with one sampler_seed do not try the same
+    points (each rule's TPE seed adds a hash of its name)."""
+    base = _base(budget={"trials": 2, "epochs": 1})
+    points = {}
+    for rule in ("bp", "fa"):
+        fake_run.clear()
+        found = search(base, rule, protocol.rule_plan(base, rule), str(tmp_path))
+        points[rule] = [c[0] for c in fake_run]
+        seed = protocol.rule_sampler_seed(0, rule)
+        assert found["sampler"] == f"TPE (seed {seed})"
+    assert not set(points["bp"]) & set(points["fa"]), points
+    assert protocol.rule_sampler_seed(0, "bp") == protocol.rule_sampler_seed(0, "bp")
+
+
+def test_per_rule_settings_are_fixed_for_search_and_evaluation(
+    tmp_path, fake_run, monkeypatch
+):
+    from bp_alternatives.report.search import search_markdown
+    from bp_alternatives.report.stats import hyperparameters
+
+    seen = []
+    fixed = {"set": {"model.activation": "sigmoid"}}
+    base = _base(budget={"trials": 2, "epochs": 1}, per_rule={"fa": fixed})
+    orig = protocol.run
+
+    def run(cfg, out_dir):
+        seen.append((cfg.protocol.stage, cfg.model.activation, dict(cfg.protocol)))
+        return orig(cfg, out_dir)
+
+    monkeypatch.setattr(protocol, "run", run)
+    plan = protocol.rule_plan(base, "fa")
+    assert plan["fixed"] == {"model.activation": "sigmoid"}
+    assert protocol.rule_plan(base, "bp")["fixed"] == {}
+    found = search(base, "fa", plan, str(tmp_path))
+    assert found["fixed"] == {"model.activation": "sigmoid"}
+    protocol.evaluate(base, found, str(tmp_path))
+    assert [s[:2] for s in seen] == [("search", "sigmoid")] * 2 + [("eval", "sigmoid")]
+    assert base.model.activation != "sigmoid"  # the shared config is left alone
+    shown = hyperparameters({"protocol": seen[-1][2]})
+    assert "model.activation=sigmoid (fixed)" in shown and "optim.lr=" in shown
+    assert "(fixed)" in search_markdown({"fa": found})
+    clash = _base(per_rule={"fa": {"set": {"optim.lr": 0.1}}})
+    with pytest.raises(ProtocolError, match=r"per_rule.fa.set fixes \['optim.lr'\]"):
+        protocol.rule_plan(clash, "fa")
+    bad = _base(per_rule={"fa": {"set": {"model.nope": 1}}})
+    with pytest.raises(ProtocolError, match="protocol.per_rule.fa.set.model.nope"):
+        search(bad, "fa", protocol.rule_plan(bad, "fa"), str(tmp_path / "bad"))
+
+
+def test_protocol_command_composes_and_reports_user_errors():
+    """``python -m experiments.protocol`` finds the package's configs; a protocol
+    config error is one block naming the field, exit status 2."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    cmd = [sys.executable, "-m", "experiments.protocol", "experiment=protocol_digits"]
+    shown = subprocess.run(
+        [*cmd, "--cfg", "job"], capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "sampler_seed" in shown.stdout
+    bad = subprocess.run(
+        [*cmd, "data.val_fraction=0", "hydra.run.dir=/nonexistent/x"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and "data.val_fraction=0" in bad.stderr, bad.stderr

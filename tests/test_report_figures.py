@@ -69,3 +69,34 @@ def test_alignment_panels_skip_zero_rules_and_share_limits(tmp_path, monkeypatch
     assert {a.get_ylim() for a in axes} == {(0.0, 100.0)}
     assert axes[0].get_ylabel() == "angle to the exact gradient (°)"
     assert any(list(line.get_ydata()) == [90, 90] for line in axes[0].get_lines())
+
+
+def test_search_panels_label_every_learning_rate_axis(tmp_path, monkeypatch):
+    """With 4 rules (3 + 1 panels), the panels above the hidden spare slots keep
+    their learning-rate tick labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = [
+        {"number": i, "params": {"optim.lr": lr}, "value": 0.9, "state": "COMPLETE"}
+        for i, lr in enumerate([1e-3, 1e-2])
+    ]
+    found = {
+        r: {
+            "metric": "val_accuracy",
+            "trials": trials,
+            "chosen": trials[0],
+            "budget": {"trials": 2, "epochs": 1},
+        }
+        for r in ("bp", "fa", "dfa", "sg")
+    }
+    seen = []
+    monkeypatch.setattr(plt, "close", lambda fig: seen.append(fig))
+    figures.search(plt, found, str(tmp_path))
+    axes = [ax for ax in seen[0].axes if ax.get_visible()]
+    assert len(axes) == 4
+    seen[0].canvas.draw()
+    for ax in axes:
+        assert any(t.get_visible() and t.get_text() for t in ax.get_xticklabels())

@@ -274,6 +274,8 @@ def search(plt, found: Mapping[str, Mapping[str, Any]], out_dir: str) -> list[st
             ax.set_xlim(float(spec["low"]) / 1.3, float(spec["high"]) * 1.3)
         plain_log(ax.xaxis, subs=(1.0,))  # decades: the labels do not collide
         plain_log(ax.yaxis)
+        # sharex hides the labels above the last row, also above a hidden spare panel
+        ax.xaxis.set_tick_params(labelbottom=True)
     for ax in axes[:: min(len(axes), 3)]:
         ax.set_ylabel("validation error (%)")
     style.legend_below(fig, axes[:1])

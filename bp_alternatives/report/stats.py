@@ -70,11 +70,14 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 
 
 def hyperparameters(config: dict[str, Any]) -> str:
-    """The row's hyperparameters: what the protocol chose (``config.protocol.chosen``),
-    else the optimizer and its learning rate."""
-    chosen = (config.get("protocol") or {}).get("chosen")
-    if chosen:
-        return ", ".join(f"{k}={_g(v)}" for k, v in chosen.items())
+    """The row's hyperparameters: what the protocol chose (``config.protocol.chosen``)
+    and held fixed for the rule (``config.protocol.fixed``, marked so), else the
+    optimizer and its learning rate."""
+    p = config.get("protocol") or {}
+    if p.get("chosen"):
+        fixed = [f"{k}={_g(v)} (fixed)" for k, v in (p.get("fixed") or {}).items()]
+        chosen = [f"{k}={_g(v)}" for k, v in p["chosen"].items()]
+        return ", ".join(chosen + fixed)
     optim = config.get("optim") or {}
     if not optim:
         return "–"

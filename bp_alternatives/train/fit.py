@@ -101,7 +101,8 @@ def fit_seeds(
     ``checkpoint_dir`` / ``checkpoint_every`` (resume from the last checkpoint in
     ``checkpoint_dir`` if there is one), ``checkpoint_tag`` (a checkpoint written
     under another tag is refused: :class:`Checkpointer`), ``lr_schedule`` (step ->
-    rate, recorded as each epoch's ``lr``).
+    rate, recorded as each epoch's ``lr``), ``prepare_state`` (initial state -> the
+    state to train from, applied before a checkpoint is resumed).
     """
     return _fit(
         model,
@@ -218,6 +219,7 @@ def _fit_timed(
     checkpoint_every: int = 0,
     checkpoint_tag: str | None = None,
     lr_schedule: Callable[[int], Any] | None = None,
+    prepare_state: Callable[[Any], Any] | None = None,
 ) -> list[dict[str, Any]]:
     start = time.perf_counter()
     num_seeds, n = len(keys), len(data.x_train)
@@ -234,6 +236,8 @@ def _fit_timed(
     arrays, prog, state, run_keys, replicated = _start(
         model, loss, rule, optimizer, data, keys, batched, sizes, data_parallel
     )
+    if prepare_state is not None:  # per-member hyperparameters (.trials)
+        state = prepare_state(state)
     record = Record(
         [[] for _ in keys], [None] * num_seeds, [{} for _ in keys], clock=clock
     )
