@@ -99,9 +99,13 @@ def test_manual_bp_and_fa_symmetric_equal_jax_grad_through_norms(case):
         # FA with B = W sends its signal through the norm's local derivative
         got = _direction(fa(model, LOSS, feedback="symmetric"), params, batch)
         assert tree_allclose(got, want, rtol=1e-10, atol=1e-12)
-        # SG with no decoupled boundary is backprop through the same stages
-        got = _direction(sg(model, LOSS, decouple=[]), params, batch)
-        assert tree_allclose(got, want, rtol=1e-10, atol=1e-12)
+        # SG with no decoupled boundary, or with the true gradient as its synthetic
+        # one (oracle), is backprop, wherever the boundaries cut the stages
+        for boundary in ("output", "preactivation"):
+            for kw in ({"decouple": []}, {"synthesizer": "oracle"}):
+                rule = sg(model, LOSS, boundary=boundary, **kw)
+                got = _direction(rule, params, batch)
+                assert tree_allclose(got, want, rtol=1e-10, atol=1e-12), (boundary, kw)
 
 
 def test_dfa_projects_the_error_through_the_norms_local_derivative():

@@ -262,6 +262,7 @@ def sg(
     warmup_steps: int = 0,
     diagnostics: bool = True,
     decouple: str | Sequence[int] = "all",
+    boundary: str = "output",
 ) -> LearningRule:
     """Synthetic gradients after every hidden stage (DNI; ``conditioned=True``: cDNI).
 
@@ -290,6 +291,11 @@ def sg(
         unchanged (backprop), so ``[]`` is exact backprop and, e.g., ``[1]`` on two
         hidden stages is the public DNI example's set-up (koz4k/dni-pytorch,
         examples/mnist-mlp: one synthesizer after the second hidden stage).
+      boundary: where a decoupled boundary cuts stage ``l``: ``"output"``, after it
+        (the synthesizer sees ``h_l`` and predicts ``dL/dh_l``), or
+        ``"preactivation"``, before its activation (it sees ``a_l = norm(linear(x))``
+        and predicts ``dL/da_l``; the public DNI example's placement: after
+        BatchNorm, before ReLU). Below, ``h_l`` stands for whichever is cut.
 
     Metrics: ``loss``; ``synth_loss`` (``[D]``, one per decoupled boundary in
     ascending stage order: the synthesizer's regression loss before its update, in
@@ -325,6 +331,7 @@ def sg(
         warmup_steps=warmup_steps,
         diagnostics=diagnostics,
         decouple=decouple,
+        boundary=boundary,
     )
 
     def init_fn(key, params):
