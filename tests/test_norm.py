@@ -25,7 +25,7 @@ from bp_alternatives.model.norm import (
     norm_backward,
     norm_forward,
 )
-from bp_alternatives.rules import bp, dfa, fa, ff, manual_bp, sg
+from bp_alternatives.rules import bp, dfa, ep, fa, ff, manual_bp, sg
 from bp_alternatives.rules._base import Batch, UnsupportedModelError
 from bp_alternatives.train.step import init_state, make_train_step
 from tests.conftest import to_f64, tree_allclose
@@ -186,6 +186,9 @@ def test_rules_without_a_normalised_stage_refuse_naming_rule_and_option():
     model = mlp((12,), 3, hidden=(4,), activation="relu", norm="batchnorm")
     with pytest.raises(UnsupportedModelError, match=r"rule=ff .*model.norm=batchnorm"):
         ff(model, LOSS)
+    tanh = mlp((12,), 3, hidden=(4,), norm="layernorm")
+    with pytest.raises(UnsupportedModelError, match=r"rule=ep .*model.norm=layernorm"):
+        ep(tanh, LOSS)
 
 
 def test_unknown_norm_names_the_field():

@@ -18,9 +18,12 @@ program). Both read the same Fashion-MNIST IDX files.
 ``--seeds 0 1 2``, ``--epochs 3``, ``--batch-size 128``. Each run's test accuracy
 after every epoch and its seconds per epoch go to ``<out>/<side>_<variant>.json``
 (a re-run skips what is there) and the table to ``<out>/table.md``. Seconds per
-epoch: the peer's from its log's timestamps (training and its test pass, one seed);
-the product's ``epoch_seconds`` (training only, the three seeds together, compile
-time in epoch 1) and that divided by the number of seeds.
+epoch (epochs after the first): wall -- the peer's from its log's timestamps (training
+and its test pass, one seed), the product's ``epoch_seconds`` (training only, the
+seeds together in one program) and that per seed; CPU -- user + system seconds of the
+process between epoch ends (all threads; the product's includes its per-epoch
+evaluation of the train and test splits), per seed. On a shared machine the CPU
+seconds are the comparable ones.
 """
 
 from __future__ import annotations
@@ -38,6 +41,34 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ACCURACY = re.compile(r"Accuracy: (?:tensor\()?(\d+)\)?/(\d+)")
+PRODUCT_EPOCH = re.compile(r"epoch (\d+)/\d+ ")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, all its threads (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _stream(cmd, mark_line, **kw) -> tuple[list, list, list, int]:
+    """Run ``cmd``; at each output line ``mark_line(line)`` accepts (it returns a value
+    to keep or ``True``), note wall and CPU time. (values, walls, cpus, returncode)."""
+    values, walls, cpus = [], [], []
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+    ) as proc:
+        for line in proc.stdout:
+            v = mark_line(line)
+            if v is not None:
+                walls.append(time.perf_counter())
+                try:
+                    cpus.append(cpu_seconds(proc.pid))
+                except OSError:  # not Linux, or the process has just ended
+                    cpus.append(float("nan"))
+                values.append(v)
+    return values, walls, cpus, proc.returncode
 
 
 def run_peer(args, variant: str, seed: int) -> dict:
@@ -49,19 +80,22 @@ def run_peer(args, variant: str, seed: int) -> dict:
     if variant == "cdni":
         cmd.append("--context")
     start = time.perf_counter()
-    marks, accs = [], []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
-        for line in proc.stdout:
-            if line.startswith("Train Epoch:"):  # the epoch's first batch
-                marks.append(time.perf_counter())
-            elif m := ACCURACY.search(line):
-                accs.append(int(m[1]) / int(m[2]))
-                marks.append(time.perf_counter())
-    if proc.returncode != 0 or len(accs) != args.epochs:
-        raise RuntimeError(f"peer run failed ({proc.returncode}): {' '.join(cmd)}")
+
+    def mark(line):
+        if line.startswith("Train Epoch:"):  # the epoch's first batch
+            return True
+        m = ACCURACY.search(line)
+        return int(m[1]) / int(m[2]) if m else None
+
+    values, walls, cpus, rc = _stream(cmd, mark)
+    accs = [v for v in values if v is not True]
+    if rc != 0 or len(accs) != args.epochs:
+        raise RuntimeError(f"peer run failed ({rc}): {' '.join(cmd)}")
     # marks: start of epoch 1, end of 1, start of 2, end of 2, ...
-    seconds = [marks[2 * i + 1] - marks[2 * i] for i in range(args.epochs)]
-    return {"seed": seed, "test_accuracy": accs, "epoch_seconds": seconds,
+    n = args.epochs
+    return {"seed": seed, "test_accuracy": accs,
+            "epoch_seconds": [walls[2 * i + 1] - walls[2 * i] for i in range(n)],
+            "epoch_cpu_seconds": [cpus[2 * i + 1] - cpus[2 * i] for i in range(n)],
             "wall_seconds": time.perf_counter() - start, "command": cmd}  # fmt: skip
 
 
@@ -75,7 +109,20 @@ def run_product(args, variant: str) -> list[dict]:
            f"trainer.seeds=[{seeds}]", f"trainer.epochs={args.epochs}",
            f"trainer.batch_size={args.batch_size}", "trainer.progress=false",
            f"hydra.run.dir={run_dir}", *args.product_overrides]  # fmt: skip
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    seen = set()
+
+    def mark(line):  # the first log line of each epoch's end (one per seed)
+        m = PRODUCT_EPOCH.search(line)
+        if m and m[1] not in seen:
+            seen.add(m[1])
+            return int(m[1])
+        return None
+
+    _, walls, cpus, rc = _stream(cmd, mark, cwd=ROOT)
+    if rc != 0:
+        raise RuntimeError(f"product run failed ({rc}): {' '.join(cmd)}")
+    # CPU seconds between epoch ends: epochs 2.. (epoch 1 also compiles)
+    cpu = [b - a for a, b in zip(cpus, cpus[1:])]
     runs = []
     for path in sorted(glob.glob(os.path.join(run_dir, "seed=*", "results.json"))):
         r = json.load(open(path))
@@ -85,6 +132,7 @@ def run_product(args, variant: str) -> list[dict]:
                 "test_accuracy": [h["test_accuracy"] for h in r["history"]],
                 "epoch_seconds": [h["epoch_seconds"] for h in r["history"]],
                 "seeds_per_program": len(args.seeds),
+                "epoch_cpu_seconds": cpu,
                 "command": cmd,
             }
         )
@@ -96,7 +144,9 @@ def _summary(runs: list[dict]) -> dict:
     per_seed = runs[0].get("seeds_per_program", 1)
     # epochs after the first: no compilation (product) / warm caches (peer)
     steady = [s for r in runs for s in (r["epoch_seconds"][1:] or r["epoch_seconds"])]
+    cpu = [s for r in runs for s in r.get("epoch_cpu_seconds", [])[-2:]]
     return {
+        "cpu_per_epoch": statistics.mean(cpu) if cpu else float("nan"),
         "mean": statistics.mean(final),
         "std": statistics.stdev(final) if len(final) > 1 else 0.0,
         "n": len(final),
@@ -106,9 +156,15 @@ def _summary(runs: list[dict]) -> dict:
     }
 
 
+def per_seed(path: str) -> int:
+    """Seeds that shared one program in the runs stored at ``path``."""
+    return json.load(open(path))[0].get("seeds_per_program", 1)
+
+
 def table(out: str, variants) -> str:
     rows = ["| variant | side | test accuracy % (mean ± std, n) | seeds | "
-            "s / epoch | s / epoch / seed |", "|---|---|---|---|---|---|"]  # fmt: skip
+            "wall s / epoch | wall s / epoch / seed | CPU s / epoch / seed |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
     for v in variants:
         for side in ("peer", "product"):
             path = os.path.join(out, f"{side}_{v}.json")
@@ -118,7 +174,8 @@ def table(out: str, variants) -> str:
             seeds = " / ".join(f"{a:.2f}" for a in s["per_seed"])
             rows.append(
                 f"| {v} | {side} | {s['mean']:.2f} ± {s['std']:.2f} ({s['n']}) | "
-                f"{seeds} | {s['s_per_epoch']:.1f} | {s['s_per_epoch_per_seed']:.1f} |"
+                f"{seeds} | {s['s_per_epoch']:.1f} | {s['s_per_epoch_per_seed']:.1f} | "
+                f"{s['cpu_per_epoch'] / per_seed(path):.1f} |"
             )
     return "\n".join(rows) + "\n"
 
