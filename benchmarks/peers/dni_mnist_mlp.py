@@ -74,7 +74,8 @@ def _stream(cmd, mark_line, **kw) -> tuple[list, list, list, int]:
 def run_peer(args, variant: str, seed: int) -> dict:
     """One run of the peer's example; its test accuracy and seconds per epoch."""
     cmd = [args.peer_python, "-u", os.path.join(HERE, "dni_peer_driver.py"),
-           "--repo", args.repo, "--data", args.data, "--",
+           "--repo", args.repo, "--data", args.data,
+           "--threads", str(args.peer_threads), "--",
            "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
            "--seed", str(seed), "--log-interval", "100000", "--dni"]  # fmt: skip
     if variant == "cdni":
@@ -186,6 +187,8 @@ def main() -> None:
     ap.add_argument("--peer-python", default="python", help="a Python with torch")
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                     help="folder with Fashion-MNIST's IDX files")  # fmt: skip
+    ap.add_argument("--peer-threads", type=int, default=0,
+                    help="torch threads for the peer (0: torch's default)")  # fmt: skip
     ap.add_argument("--out", default="outputs/peers/dni")
     ap.add_argument("--only", choices=["peer", "product"])
     ap.add_argument("--variants", nargs="+", default=["dni", "cdni"],
