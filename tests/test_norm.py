@@ -194,3 +194,20 @@ def test_rules_without_a_normalised_stage_refuse_naming_rule_and_option():
 def test_unknown_norm_names_the_field():
     with pytest.raises(ValueError, match=r"model.norm 'groupnorm'"):
         mlp((5,), 3, norm="groupnorm")
+
+
+def test_running_statistics_travel_through_a_checkpoint(tmp_path):
+    import optax
+
+    from bp_alternatives.train.checkpoint import Checkpointer
+
+    model = mlp((5,), 3, hidden=(4,), norm="batchnorm")
+    rule, opt = bp(model, LOSS), optax.adam(1e-3)
+    fresh = init_state(model, rule, opt, jax.random.PRNGKey(0))
+    moved = fresh._replace(
+        model_state=jax.tree_util.tree_map(lambda a: a + 0.5, fresh.model_state)
+    )
+    ckpt = Checkpointer(str(tmp_path), 1, "tag")
+    ckpt.save(moved, {"epoch": 1})
+    back, _ = ckpt.load(fresh)
+    assert tree_allclose(back.model_state, moved.model_state, rtol=0)
