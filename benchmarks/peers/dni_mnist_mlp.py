@@ -110,18 +110,22 @@ def run_product(args, variant: str) -> list[dict]:
            f"trainer.seeds=[{seeds}]", f"trainer.epochs={args.epochs}",
            f"trainer.batch_size={args.batch_size}", "trainer.progress=false",
            f"hydra.run.dir={run_dir}", *args.product_overrides]  # fmt: skip
-    seen = set()
-
-    def mark(line):  # the first log line of each epoch's end (one per seed)
-        m = PRODUCT_EPOCH.search(line)
-        if m and m[1] not in seen:
-            seen.add(m[1])
-            return int(m[1])
-        return None
-
-    _, walls, cpus, rc = _stream(cmd, mark, cwd=ROOT)
-    if rc != 0:
-        raise RuntimeError(f"product run failed ({rc}): {' '.join(cmd)}")
+    # the epoch lines go to the run's train.log: poll it, noting the process's CPU
+    # time at the first line of each epoch's end (one line per seed)
+    log_path = os.path.join(run_dir, "train.log")
+    seen, cpus = set(), []
+    with subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    ) as proc:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            text = open(log_path).read() if os.path.exists(log_path) else ""
+            for m in PRODUCT_EPOCH.finditer(text):
+                if m[1] not in seen:
+                    seen.add(m[1])
+                    cpus.append(cpu_seconds(proc.pid))
+    if proc.returncode != 0:
+        raise RuntimeError(f"product run failed ({proc.returncode}): {' '.join(cmd)}")
     # CPU seconds between epoch ends: epochs 2.. (epoch 1 also compiles)
     cpu = [b - a for a, b in zip(cpus, cpus[1:])]
     runs = []
