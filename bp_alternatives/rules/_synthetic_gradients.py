@@ -318,6 +318,10 @@ def sg(
     The paper does not say; this keeps the synthesizers independent of the batch size
     and their targets of order one.
 
+    A stage's normalisation (``model.norm``) is part of the stage: its synthetic
+    gradient reaches the weights through the norm's vjp (BatchNorm: with the batch's
+    statistics, as training runs), and ``boundary="preactivation"`` cuts after it.
+
     With zero-initialised synthesizers the bootstrapped signal reaches hidden stage
     ``l`` only after ``L-1-l`` steps (each synthesizer's target comes from the one
     above it), so lower stages start moving a few steps late.
