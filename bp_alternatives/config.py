@@ -101,6 +101,8 @@ class MLPConfig:
     init: str = "xavier"
     init_std: float = 0.01
     bias: bool = True
+    norm: str = "none"  # none | batchnorm | layernorm
+    readout_norm: bool = False
 
 
 @dataclass
@@ -121,6 +123,7 @@ class CNNConfig:
     bias: bool = True
     flatten_input: bool = False
     input_size: int | None = None
+    norm: str = "none"  # none | batchnorm | layernorm
 
 
 @dataclass

@@ -15,7 +15,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bp_alternatives import results as results_io
 from bp_alternatives.data import Dataset
 from bp_alternatives.experiment import build_data, build_model, build_rule, run_steps
-from bp_alternatives.model import Model, init_params, output
+from bp_alternatives.model import (
+    Model,
+    inference_params,
+    init_model_state,
+    init_params,
+    output,
+)
 from bp_alternatives.rules import LearningRule
 from bp_alternatives.train import read_checkpoint
 
@@ -72,6 +78,9 @@ def restore(run_dir: str) -> Restored | None:
     key = jax.random.PRNGKey(0)
     try:
         params = _restore_tree(init_params(model, key), raw["params"])
+        stats = raw.get("model_state") or {}  # BatchNorm's running statistics
+        stats = _restore_tree(init_model_state(model, params), stats) if stats else ()
+        params = inference_params(params, stats)
         state = None
         if rule.predict is not None:
             state = _restore_tree(rule.init(key, params), raw["rule_state"])

@@ -14,6 +14,7 @@ from bp_alternatives.model.activations import get_activation
 from bp_alternatives.model.conv import conv_general_dilated
 from bp_alternatives.model.core import Model, Stage, apply_stage
 from bp_alternatives.model.initializers import get_initializer
+from bp_alternatives.model.norm import check_norm
 
 
 def _dense_stages(
@@ -23,8 +24,11 @@ def _dense_stages(
     output_activation: str,
     bias: bool,
     kernel_init,
+    norm: str = "none",
+    readout_norm: bool = False,
 ) -> list[Stage]:
-    """Dense hidden stages ``hidden_i`` of ``widths``, then the ``readout`` stage."""
+    """Dense hidden stages ``hidden_i`` of ``widths`` (normalised by ``norm``), then
+    the ``readout`` stage (normalised too when ``readout_norm``)."""
     stages = []
     for i, w in enumerate([*widths, num_outputs]):
         is_readout = i == len(widths)
@@ -35,6 +39,7 @@ def _dense_stages(
                 ),
                 activation=output_activation if is_readout else activation,
                 name="readout" if is_readout else f"hidden_{i}",
+                norm="none" if is_readout and not readout_norm else norm,
             )
         )
     return stages
@@ -49,10 +54,17 @@ def mlp(
     init: str = "xavier",
     init_std: float = 0.01,
     bias: bool = True,
+    norm: str = "none",
+    readout_norm: bool = False,
 ) -> Model:
     """A multilayer perceptron: ``len(hidden)`` hidden stages and one read-out stage.
 
     Inputs must be flat (``input_shape == (D,)``); the data loaders flatten images.
+    ``norm``: ``none`` | ``batchnorm`` | ``layernorm`` between each hidden stage's
+    dense layer and its activation (``bp_alternatives.model.norm``);
+    ``readout_norm``: the read-out's logits too (the public DNI MLP example's
+    set-up). ``bias=False`` drops the dense layers' biases (with a normalisation
+    its offset plays their part).
     """
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 1:
@@ -62,12 +74,20 @@ def mlp(
         )
     get_activation(activation)
     get_activation(output_activation)
+    check_norm(norm)
     kernel_init = get_initializer(init, init_std)
     widths = [int(w) for w in hidden]
     if any(w <= 0 for w in widths) or num_outputs <= 0:
         raise ValueError(f"model.hidden widths must be positive, got {list(hidden)}")
     stages = _dense_stages(
-        widths, num_outputs, activation, output_activation, bias, kernel_init
+        widths,
+        num_outputs,
+        activation,
+        output_activation,
+        bias,
+        kernel_init,
+        norm,
+        readout_norm,
     )
     spec = {
         "name": "mlp",
@@ -76,6 +96,8 @@ def mlp(
         "output_activation": output_activation,
         "init": init,
         "bias": bias,
+        "norm": norm,
+        "readout_norm": readout_norm,
     }
     return Model(tuple(stages), input_shape, int(num_outputs), spec)
 
@@ -107,7 +129,7 @@ def _conv_output(stages, input_shape) -> tuple[int, ...]:
     def run(x):
         for stage in stages:
             p = stage.linear.init(jax.random.PRNGKey(0), x)["params"]
-            x = apply_stage(stage, p, x).out
+            x = apply_stage(stage._replace(norm="none"), p, x).out  # shapes only
         return x
 
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
@@ -131,6 +153,7 @@ def cnn(
     bias: bool = True,
     flatten_input: bool = False,
     input_size: int | None = None,
+    norm: str = "none",
 ) -> Model:
     """A convolutional net: conv stages, then dense stages, then a read-out stage.
 
@@ -141,6 +164,10 @@ def cnn(
     ``stride``, ``padding`` and ``pool`` take one value for all conv stages or a list
     with one per stage. Works on images ``[H, W, C]`` (2-D convolutions) and on
     signals ``[L, C]`` (1-D, e.g. MNIST-1D).
+
+    ``norm``: ``none`` | ``batchnorm`` | ``layernorm`` between every conv and hidden
+    dense stage's linear part and its activation (BatchNorm per channel over batch
+    and space; LayerNorm per example over all its axes); the read-out has none.
 
     ``flatten_input`` must stay false: the data configs read it (``data.flatten``)
     so that images arrive as ``[H, W, C]``. ``input_size``, if set, is the side the
@@ -176,8 +203,9 @@ def cnn(
             f"{list(hidden)}"
         )
     stages = _conv_stages(conv, nd, activation, bias, kernel_init)
+    stages = [s._replace(norm=check_norm(norm)) for s in stages]
     stages += _dense_stages(
-        widths, num_outputs, activation, output_activation, bias, kernel_init
+        widths, num_outputs, activation, output_activation, bias, kernel_init, norm
     )
     features = _conv_output(stages[:n_conv], input_shape)  # fails early if too small
     spec = {
@@ -190,6 +218,7 @@ def cnn(
         "output_activation": output_activation,
         "init": init,
         "bias": bias,
+        "norm": norm,
     }
     return Model(tuple(stages), input_shape, int(num_outputs), spec)
 

@@ -1,10 +1,17 @@
 """The model interface: a stack of stages.
 
-A stage is ``out = post(f(linear(params, x)))``: a linear part that holds the weights
-(a Flax ``Dense``; convolutions follow the same pattern), a parameter-free
-nonlinearity ``f`` and an optional parameter-free ``post`` op. The last stage is the
-read-out. Params are a tuple with one ``{"kernel", "bias"}`` dict per stage, so every
-rule can address "the params of stage l" as ``params[l]``.
+A stage is ``out = post(f(norm(linear(params, x))))``: a linear part that holds the
+weights (a Flax ``Dense``; convolutions follow the same pattern), an optional
+normalisation (``model.norm``: BatchNorm or LayerNorm with a per-channel affine),
+a parameter-free nonlinearity ``f`` and an optional parameter-free
+``post`` op. The last stage is the read-out. Params are a tuple with one
+``{"kernel", "bias"[, "norm"]}`` dict per stage, so every rule can address "the params
+of stage l" as ``params[l]``.
+
+BatchNorm stages train on batch statistics; their running statistics are *model
+state*, kept outside params (the training loop updates them, :func:`update_model_state`,
+so no learning rule sees them) and folded into params for evaluation
+(:func:`inference_params`).
 
 Shapes are batch-first: ``x`` is ``[B, ...input_shape]``.
 """
@@ -19,18 +26,25 @@ import jax
 import jax.numpy as jnp
 
 from bp_alternatives.model.activations import Activation, get_activation
+from bp_alternatives.model.norm import (
+    check_norm,
+    init_norm,
+    norm_forward,
+    running_update,
+)
 from bp_alternatives.model.ops import PostOp, get_post_op
 
 Params = tuple[dict[str, jax.Array], ...]
 
 
 class Stage(NamedTuple):
-    """One stage: ``post(activation(linear(x)))``."""
+    """One stage: ``post(activation(norm(linear(x))))``."""
 
     linear: nn.Module
     activation: str = "identity"
     post: str = "none"
     name: str = "stage"
+    norm: str = "none"  # none | batchnorm | layernorm (model.norm)
 
     @property
     def act(self) -> Activation:
@@ -48,9 +62,10 @@ class StageCache(NamedTuple):
     """What the forward pass of one stage stores for the backward pass."""
 
     x: jax.Array  # stage input                     [B, ...]
-    a: jax.Array  # pre-activation a = linear(x)    [B, ...]
+    a: jax.Array  # pre-activation a = norm(z)      [B, ...]
     h: jax.Array  # activity h = f(a)               [B, ...]
     out: jax.Array  # post(h), the next stage's input
+    z: jax.Array | None = None  # linear output z = linear(x) (a without a norm)
 
 
 class Model(NamedTuple):
@@ -67,26 +82,40 @@ class Model(NamedTuple):
 
 
 def init_params(model: Model, key: jax.Array) -> Params:
-    """Initialise every stage's linear part (float32)."""
+    """Initialise every stage's linear part (float32) and normalisation (scale 1,
+    offset 0)."""
     params = []
     x = jnp.zeros((1, *model.input_shape), jnp.float32)
     for stage, k in zip(model.stages, jax.random.split(key, model.num_stages)):
-        p = stage.linear.init(k, x)["params"]
-        params.append(dict(p))
+        p = dict(stage.linear.init(k, x)["params"])
+        if check_norm(stage.norm) != "none":
+            z = apply_linear(stage, p, x)
+            p["norm"] = init_norm(z.shape[-1], z.dtype)
+        params.append(p)
         x = apply_stage(stage, p, x).out
     return tuple(params)
 
 
 def apply_linear(stage: Stage, p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-    """The stage's linear part ``a = linear(params, x)``."""
+    """The stage's linear part ``z = linear(params, x)`` (``p["norm"]`` unused)."""
+    if "norm" in p:
+        p = {k: v for k, v in p.items() if k != "norm"}
     return stage.linear.apply({"params": p}, x)
+
+
+def apply_norm(stage: Stage, p: dict[str, jax.Array], z: jax.Array) -> jax.Array:
+    """The stage's normalisation ``a = norm(z)`` (``z`` itself without one)."""
+    if stage.norm == "none":
+        return z
+    return norm_forward(stage.norm, p["norm"], z)
 
 
 def apply_stage(stage: Stage, p: dict[str, jax.Array], x: jax.Array) -> StageCache:
     """Forward one stage and keep what its backward needs."""
-    a = apply_linear(stage, p, x)
+    z = apply_linear(stage, p, x)
+    a = apply_norm(stage, p, z)
     h = stage.act.fn(a)
-    return StageCache(x=x, a=a, h=h, out=stage.post_op.fn(h))
+    return StageCache(x=x, a=a, h=h, out=stage.post_op.fn(h), z=z)
 
 
 def stage_fn(stage: Stage) -> Callable[[dict[str, jax.Array], jax.Array], jax.Array]:
@@ -120,3 +149,46 @@ def forward(
 def output(model: Model, params: Params, x: jax.Array) -> jax.Array:
     """The network's output (read-out activities), no caches."""
     return forward(model, params, x)[0]
+
+
+# ------------------------------------------------ model state (BatchNorm statistics)
+
+ModelState = tuple[dict[str, jax.Array], ...]  # per stage: {} or {"mean", "var"} [C]
+
+
+def init_model_state(model: Model, params: Params) -> ModelState:
+    """Running statistics for every BatchNorm stage (mean 0, variance 1), ``{}`` for
+    the others; ``()`` when the model has no BatchNorm stage."""
+    if not any(s.norm == "batchnorm" for s in model.stages):
+        return ()
+    return tuple(
+        {
+            "mean": jnp.zeros_like(p["norm"]["scale"]),
+            "var": jnp.ones_like(p["norm"]["scale"]),
+        }
+        if s.norm == "batchnorm"
+        else {}
+        for s, p in zip(model.stages, params)
+    )
+
+
+def update_model_state(
+    model: Model, params: Params, x: jax.Array, state: ModelState
+) -> ModelState:
+    """The running statistics moved toward those of the batch ``x`` ``[B, ...]`` under
+    ``params`` (one training-mode forward pass; ``state`` itself when empty)."""
+    if not state:
+        return state
+    _, caches = forward(model, params, x)
+    return tuple(running_update(st, c.z) if st else st for st, c in zip(state, caches))
+
+
+def inference_params(params: Params, state: ModelState) -> Params:
+    """``params`` with each BatchNorm stage's running statistics under ``"norm"``:
+    what evaluation runs on (BatchNorm then normalises with them, not with the
+    batch's). ``params`` itself when ``state`` is empty."""
+    if not state:
+        return params
+    return tuple(
+        {**p, "norm": {**p["norm"], **st}} if st else p for p, st in zip(params, state)
+    )

@@ -9,7 +9,7 @@ from jax.nn import initializers as jinit
 
 Initializer = Callable[..., jax.Array]
 
-INITIALIZERS = ("xavier", "he", "lecun", "normal", "zeros")
+INITIALIZERS = ("xavier", "he", "lecun", "normal", "zeros", "torch")
 
 
 def get_initializer(name: str, std: float = 0.01) -> Initializer:
@@ -19,6 +19,8 @@ def get_initializer(name: str, std: float = 0.01) -> Initializer:
     ``he``: He et al. (2015) normal, variance ``2 / fan_in``;
     ``lecun``: LeCun normal, variance ``1 / fan_in``;
     ``normal``: ``N(0, std^2)``;
+    ``torch``: PyTorch's ``nn.Linear`` / ``nn.Conv`` default (``kaiming_uniform_``
+    with ``a = sqrt(5)``), ``U(+-1 / sqrt(fan_in))``;
     ``zeros``: all zeros -- allowed so users can see why the backprop article says
     "never all zeros": every hidden unit of a layer then gets the same gradient and
     they never differentiate (with tanh/relu the hidden gradients are exactly zero).
@@ -31,6 +33,8 @@ def get_initializer(name: str, std: float = 0.01) -> Initializer:
         return jinit.lecun_normal()
     if name == "normal":
         return jinit.normal(stddev=std)
+    if name == "torch":
+        return jinit.variance_scaling(1 / 3, "fan_in", "uniform")
     if name == "zeros":
         return jinit.zeros
     raise ValueError(

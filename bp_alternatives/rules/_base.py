@@ -32,6 +32,7 @@ from bp_alternatives.model import (
     Params,
     Stage,
     apply_linear,
+    apply_norm,
     init_params,
     output,
 )
@@ -210,13 +211,41 @@ def _linear_of_input(stage: Stage, p: dict, x: jax.Array) -> jax.Array:
 
 
 def params_vjp(stage: Stage, p: dict, x: jax.Array):
-    """``(a, pull)``: the linear part's output ``a = linear(p, x)`` and its vjp in the
-    params, ``pull(delta_a) -> (dp,)``."""
-    return jax.vjp(functools.partial(_linear_of_params, stage, x), p)
+    """``(a, pull)``: the pre-activation ``a = norm(linear(p, x))`` and its vjp in the
+    params, ``pull(delta_a) -> (dp, delta_z)``: ``dp`` shaped like ``p`` (its
+    ``"norm"`` entry too) and ``delta_z`` the signal at the linear output ``z``, i.e.
+    ``delta_a`` through the normalisation's local derivative (``delta_a`` itself
+    without one)."""
+    z, pull_linear = jax.vjp(functools.partial(_linear_of_params, stage, x), p)
+    if stage.norm == "none":
+        return z, lambda delta_a: (pull_linear(delta_a)[0], delta_a)
+    a, pull_norm = jax.vjp(
+        lambda pn, z: apply_norm(stage, {"norm": pn}, z), p["norm"], z
+    )
+
+    def pull(delta_a):
+        d_norm, delta_z = pull_norm(delta_a)
+        (dp,) = pull_linear(delta_z)
+        return {**dp, "norm": d_norm}, delta_z
+
+    return a, pull
 
 
 def input_vjp(stage: Stage, p: dict, x: jax.Array):
-    """``(a, pull)``: ``a = linear(p, x)`` and its vjp in the input,
+    """``(z, pull)``: the linear part ``z = linear(p, x)`` alone (no normalisation)
+    and its vjp in the input,
     ``pull(delta_a) -> (delta_x,)`` (with ``p["kernel"] = B``: the signal feedback
     alignment sends down)."""
     return jax.vjp(functools.partial(_linear_of_input, stage, p), x)
+
+
+def refuse_norm(model: Model, rule: str, why: str) -> None:
+    """UnsupportedModelError naming ``rule``, ``model.norm`` and ``why`` when a stage of
+    ``model`` has a normalisation (for rules whose stages are not ``norm(linear)``)."""
+    normed = [s.name for s in model.stages if s.norm != "none"]
+    if normed:
+        norm = next(s.norm for s in model.stages if s.norm != "none")
+        raise UnsupportedModelError(
+            f"rule={rule} does not support model.norm={norm} (stages {normed}): "
+            f"{why}; use model.norm=none"
+        )

@@ -40,6 +40,7 @@ from bp_alternatives.rules._base import (
     LearningRule,
     Prediction,
     UnsupportedModelError,
+    refuse_norm,
 )
 
 RHOS = ("hard_sigmoid", "sigmoid", "tanh")  # bounded: E is bounded below
@@ -61,6 +62,7 @@ class Relaxed(NamedTuple):
 
 def _check_model(model: Model) -> None:
     """Raise ``UnsupportedModelError`` for the first stage EP has no energy for."""
+    refuse_norm(model, "ep", "EP's energy has no term for a normalisation")
     for l, stage in enumerate(model.stages):
         where = f"rule=ep: stage {stage.name!r}"
         if not isinstance(stage.linear, nn.Dense):

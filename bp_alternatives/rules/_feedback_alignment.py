@@ -219,11 +219,13 @@ def _update(o: _Options, params, state: FeedbackAlignmentState, batch, key):
     for l in reversed(range(num)):
         stage = model.stages[l]
         (delta_a,) = pull_nonlin[l](delta)  # through post and f (true stage)
-        (grads[l],) = pull_params[l](delta_a)  # true local gradient of W_l, b_l
+        # true local gradient of W_l, b_l (and the norm's); delta_z: delta_a through
+        # the normalisation's local derivative
+        grads[l], delta_z = pull_params[l](delta_a)
         if l > 0:  # the signal sent down uses B_l in place of W_l
             p_B = {**params[l], "kernel": B[l - 1]}
             _, pull_x = input_vjp(stage, p_B, inputs[l])
-            (delta,) = pull_x(delta_a)
+            (delta,) = pull_x(delta_z)
     if o.feedback == "kp":
         # Kolen-Pollack (Akrout et al. 2019): B gets W's update and weight decay.
         dW = tuple(grads[l]["kernel"] for l in range(1, num))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from bp_alternatives.model import Model, Stage, apply_linear
-from bp_alternatives.rules._base import UnsupportedModelError
+from bp_alternatives.rules._base import UnsupportedModelError, refuse_norm
 
 GOODNESS = ("sum", "mean")
 NORMALISE = ("l2", "rms")
@@ -148,6 +148,13 @@ def check_model(model: Model) -> None:
     """Raise ``UnsupportedModelError`` for a model FF cannot train."""
     num_classes = model.num_outputs
     n = model.num_stages - 1
+    refuse_norm(
+        model,
+        "ff",
+        "FF normalises each stage's input by its length itself (Hinton 2022) and "
+        "scores every example's goodness on its own, which statistics shared across "
+        "a batch of positive and negative data would confound",
+    )
     if n == 0:
         raise UnsupportedModelError(
             "rule=ff trains hidden stages by goodness and this model has none (only "

@@ -10,6 +10,11 @@ every op's backward is written out next to its forward, micrograd style:
                                      delta_x = conv^T(delta_a, W)
                                      (``dense_backward``, ``conv_backward``:
                                      ``bp_alternatives.model.ops``)
+    a   = norm(z)                    BatchNorm / LayerNorm, zhat = (z - mu) / s:
+                                     d_scale = sum delta_a zhat, d_offset = sum delta_a,
+                                     delta_z = (g - <g> - zhat <g zhat>) / s,
+                                     g = delta_a scale (``norm_backward``:
+                                     ``bp_alternatives.model.norm``)
     h   = f(a)                       delta_a = delta_h * f'(a)
     out = post(h)                    delta_h = post.backward(h, delta_out)
     L   = loss(out, y)               delta_out = loss.grad(out, y)
@@ -21,6 +26,7 @@ from typing import NamedTuple
 
 from bp_alternatives.model import Model, Stage, forward
 from bp_alternatives.model.losses import Loss
+from bp_alternatives.model.norm import check_norm, norm_backward
 from bp_alternatives.model.ops import LINEAR_BACKWARDS
 from bp_alternatives.rules._base import LearningRule, UnsupportedModelError
 
@@ -46,6 +52,7 @@ def check_supported(model: Model) -> None:
         _linear_backward(stage)
         stage.act  # noqa: B018 -- raises for an unknown activation
         stage.post_op  # noqa: B018
+        check_norm(stage.norm)
 
 
 def manual_bp(model: Model, loss: Loss) -> LearningRule:
@@ -76,7 +83,15 @@ def manual_bp(model: Model, loss: Loss) -> LearningRule:
             stage, c = model.stages[l], caches[l]
             delta_h = stage.post_op.backward(c.h, delta)  # through post
             delta_a = delta_h * stage.act.grad(c.a, c.h)  # through f
-            grads[l], delta = backwards[l](params[l], c.x, delta_a)  # through linear
+            if stage.norm == "none":
+                delta_z = delta_a
+            else:  # through the normalisation (batch statistics)
+                g_norm, delta_z = norm_backward(
+                    stage.norm, params[l]["norm"], c.z, delta_a
+                )
+            grads[l], delta = backwards[l](params[l], c.x, delta_z)  # through linear
+            if stage.norm != "none":
+                grads[l]["norm"] = g_norm
         return tuple(grads), state, {"loss": value}
 
     return LearningRule(init_fn, update_fn)

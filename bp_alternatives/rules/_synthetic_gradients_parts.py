@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bp_alternatives.model import Model, stage_fn
+from bp_alternatives.model import Model, apply_linear, apply_norm, stage_fn
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.optim import make_optimizer
 from bp_alternatives.rules._base import UnsupportedModelError
 
 SYNTHESIZERS = ("linear", "mlp", "oracle")
+BOUNDARIES = ("output", "preactivation")
 
 SynthParams = tuple[dict[str, jax.Array], ...]  # one synthesizer: its dense layers
 
@@ -84,6 +85,39 @@ def decoupled_stages(decouple, n_hidden: int) -> tuple[int, ...]:
     return tuple(stages)
 
 
+def boundary_fns(model: Model, boundary: str) -> tuple:
+    """The network cut into ``(params_l, s_{l-1}) -> s_l`` pieces, one per stage, whose
+    outputs ``s_l`` are what a synthesizer after hidden stage ``l`` sees.
+
+    ``output``: the stages themselves, ``s_l = h_l`` (stage ``l``'s output).
+    ``preactivation``: ``s_l = a_l = norm(linear(x))``, before stage ``l``'s activation
+    and post op, which move into the piece above: piece ``l`` is
+    ``a_{l-1} -> norm_l(linear_l(post_{l-1}(f_{l-1}(a_{l-1}))))`` and the read-out's
+    piece ends with the full read-out stage. The composition is the same network and
+    piece ``l`` reads only ``params_l``, so the vjp of a piece in its params is stage
+    ``l``'s gradient given the signal at ``s_l``.
+    """
+    stages = model.stages
+    if boundary == "output":
+        return tuple(stage_fn(s) for s in stages)
+
+    def piece(l):
+        below, stage, last = (
+            stages[l - 1] if l else None,
+            stages[l],
+            l == len(stages) - 1,
+        )
+
+        def f(p, s):
+            x = below.post_op.fn(below.act.fn(s)) if below is not None else s
+            a = apply_norm(stage, p, apply_linear(stage, p, x))
+            return stage.post_op.fn(stage.act.fn(a)) if last else a
+
+        return f
+
+    return tuple(piece(l) for l in range(len(stages)))
+
+
 class SGOptions(NamedTuple):
     """``sg``'s resolved options, shared by its init and update."""
 
@@ -115,6 +149,7 @@ def resolve_options(
     warmup_steps,
     diagnostics,
     decouple,
+    boundary="output",
 ) -> SGOptions:
     """``sg``'s options checked (errors name the field) and resolved."""
     if model.num_stages < 2:
@@ -136,8 +171,12 @@ def resolve_options(
         raise ValueError(f"rule.synth_width must be positive, got {synth_width}")
     if int(warmup_steps) < 0:
         raise ValueError(f"rule.warmup_steps must be >= 0, got {warmup_steps}")
+    if boundary not in BOUNDARIES:
+        raise ValueError(
+            f"rule.boundary must be one of {list(BOUNDARIES)}, got {boundary!r}"
+        )
     return SGOptions(
-        fns=tuple(stage_fn(s) for s in model.stages),
+        fns=boundary_fns(model, boundary),
         loss=loss,
         input_shape=tuple(model.input_shape),
         num_outputs=model.num_outputs,

@@ -16,7 +16,7 @@ import optax
 
 from bp_alternatives.data import Dataset
 from bp_alternatives.diagnostics import with_alignment
-from bp_alternatives.model import Model
+from bp_alternatives.model import Model, inference_params
 from bp_alternatives.model.losses import Loss
 from bp_alternatives.progress import Progress
 from bp_alternatives.rules import Batch, LearningRule, headline_candidates
@@ -170,7 +170,7 @@ def _programs(
     """``sizes``: (training examples, batch size, evaluation chunk)."""
     n, batch_size, eval_chunk = sizes
     init = partial(init_state, model, rule, optimizer)
-    epoch_fn = make_epoch_fn(rule, optimizer, n, batch_size, sharding)
+    epoch_fn = make_epoch_fn(rule, optimizer, n, batch_size, sharding, model)
     eval_fn = make_eval_fn(model, loss, rule, eval_chunk)
     probe_fn = with_alignment(rule, model, loss).update
     fold = jax.random.fold_in
@@ -329,12 +329,13 @@ def _train_epoch(
         _, _, probe_metrics = prog.probe(
             state.params, state.rule_state, arrays.probe, prog.fold(probe_key, epoch)
         )
+        params = inference_params(state.params, state.model_state)  # BatchNorm: running
         evals = {
-            "train": prog.eval(state.params, state.rule_state, *arrays.train_eval),
-            "test": prog.eval(state.params, state.rule_state, *arrays.test),
+            "train": prog.eval(params, state.rule_state, *arrays.train_eval),
+            "test": prog.eval(params, state.rule_state, *arrays.test),
         }
         if arrays.val is not None:
-            evals["val"] = prog.eval(state.params, state.rule_state, *arrays.val)
+            evals["val"] = prog.eval(params, state.rule_state, *arrays.val)
         jax.block_until_ready((probe_metrics, evals))
     record_epoch(rec, record, epoch, dt, evals, step_metrics, probe_metrics)
     return state

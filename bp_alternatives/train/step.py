@@ -14,14 +14,26 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
-from bp_alternatives.model import Model, Params, init_params
+from bp_alternatives.model import (
+    Model,
+    ModelState,
+    Params,
+    init_model_state,
+    init_params,
+    update_model_state,
+)
 from bp_alternatives.rules import Batch, LearningRule
 
 
 class TrainState(NamedTuple):
+    """``model_state``: the model's running BatchNorm statistics (``()`` without
+    BatchNorm stages), moved by the loop each step, never seen by the rule;
+    evaluation folds them into params (``model.inference_params``)."""
+
     params: Params
     opt_state: optax.OptState
     rule_state: Any
+    model_state: ModelState = ()
 
 
 def init_state(
@@ -30,19 +42,30 @@ def init_state(
     """Params from ``fold_in(key, 0)``, rule state from ``fold_in(key, 1)``."""
     params = init_params(model, jax.random.fold_in(key, 0))
     rule_state = rule.init(jax.random.fold_in(key, 1), params)
-    return TrainState(params, optimizer.init(params), rule_state)
+    model_state = init_model_state(model, params)
+    return TrainState(params, optimizer.init(params), rule_state, model_state)
 
 
-def make_train_step(rule: LearningRule, optimizer: optax.GradientTransformation):
-    """One step: the rule computes a direction, the optimizer applies it."""
+def make_train_step(
+    rule: LearningRule,
+    optimizer: optax.GradientTransformation,
+    model: Model | None = None,
+):
+    """One step: the rule computes a direction, the optimizer applies it; with a
+    ``model`` that has BatchNorm stages, its running statistics move toward the
+    batch's under the params the rule saw (PyTorch's order: statistics of the
+    forward pass, then the step)."""
 
     def train_step(state: TrainState, batch: Batch, key) -> tuple[TrainState, dict]:
         direction, rule_state, metrics = rule.update(
             state.params, state.rule_state, batch, key
         )
+        model_state = state.model_state
+        if model is not None and model_state:
+            model_state = update_model_state(model, state.params, batch.x, model_state)
         updates, opt_state = optimizer.update(direction, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, rule_state), metrics
+        return TrainState(params, opt_state, rule_state, model_state), metrics
 
     return train_step
 
@@ -53,14 +76,16 @@ def make_epoch_fn(
     num_train: int,
     batch_size: int,
     batch_sharding: NamedSharding | None = None,
+    model: Model | None = None,
 ) -> Callable:
     """``epoch_fn(state, x, y, key, epoch) -> (state, metrics)``: one shuffled epoch
     as a single ``lax.scan``; ``metrics`` are the means over the epoch's steps plus
     ``finite`` (whether every step's loss was finite). The last incomplete batch is
     dropped, so every step sees ``batch_size`` examples. With ``batch_sharding`` each
-    batch is split over devices (data parallelism)."""
+    batch is split over devices (data parallelism). ``model``: the model whose
+    BatchNorm statistics the steps keep (:func:`make_train_step`)."""
     steps = num_train // batch_size
-    train_step = make_train_step(rule, optimizer)
+    train_step = make_train_step(rule, optimizer, model)
 
     def epoch_fn(state, x, y, key, epoch):
         perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
