@@ -91,9 +91,12 @@ def run_steps(cfg: DictConfig, data: Dataset) -> tuple[int, int]:
 
 
 def build_data(cfg: DictConfig) -> Dataset:
-    """``cfg.data``'s factory called with its options; the result validated
-    (:class:`DataError` also for a training split smaller than one batch)."""
-    data = validate_dataset(_instantiate(cfg, "data"))
+    """``cfg.data``'s factory called with its options; the result validated."""
+    return validate_dataset(_instantiate(cfg, "data"))
+
+
+def check_batch_fits(cfg: DictConfig, data: Dataset) -> None:
+    """:class:`DataError` for a training split smaller than one batch."""
     n, batch = len(data.x_train), int(cfg.trainer.batch_size)
     if n < batch:
         raise DataError(
@@ -102,7 +105,6 @@ def build_data(cfg: DictConfig) -> Dataset:
             fix=f"trainer.batch_size={n} or less, or a larger training split "
             "(data.val_fraction, data.train_subset, data.test_size)",
         )
-    return data
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> Model:
@@ -193,6 +195,7 @@ def build(cfg: DictConfig) -> Built:
     """Data, model, loss, rule, optimizer and schedule of ``cfg``, in that order:
     ``run`` is filled from the loaded data before the rule and optimizer are built."""
     data = build_data(cfg)
+    check_batch_fits(cfg, data)
     model = build_model(cfg, data)
     total_steps, steps_per_epoch = run_steps(cfg, data)
     cfg = with_run(cfg, total_steps, steps_per_epoch)
