@@ -47,6 +47,7 @@ from bp_alternatives.compare import main as compare_main
 from bp_alternatives.config import ConfigError, closest
 from bp_alternatives.data import CorruptFileError, DataError, DatasetNotFoundError
 from bp_alternatives.guard import writable_error
+from bp_alternatives.protocol import ProtocolError, run_protocol
 from bp_alternatives.sweep import abort_sweep, run_job
 
 USER_ERRORS = (
@@ -190,8 +191,6 @@ def protocol_main(cfg: Any) -> None:
     """The protocol of ``cfg.protocol`` (:func:`.protocol.run_protocol`): every rule
     composed with the command line's overrides, its own ``rule=`` last."""
     from hydra.core.hydra_config import HydraConfig
-
-    from bp_alternatives.protocol import ProtocolError, run_protocol
 
     hc = HydraConfig.get()
     overrides = [o for o in hc.overrides.task if not o.startswith("rule=")]

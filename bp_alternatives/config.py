@@ -23,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from bp_alternatives.model.activations import ACTIVATIONS
 from bp_alternatives.model.losses import LOSSES
 from bp_alternatives.optim import OPTIMIZERS, SCHEDULES
+from bp_alternatives.rules import RULES
 
 
 class ConfigError(ValueError):
@@ -347,7 +348,6 @@ def drop_unshared_rule_options(cfg: DictConfig, swept_rules: list[str]) -> list[
     does not take but another swept rule's does, so the option applies to each rule
     that has it; return the removed names. An option no swept rule takes stays, for
     :func:`check_unknown_keys` to reject (a misspelt option is never dropped)."""
-    from bp_alternatives.rules import RULES
 
     def takes(factory, key: str) -> bool:
         params = inspect.signature(factory).parameters

@@ -30,6 +30,7 @@ from bp_alternatives.experiment import (
     _enable_compilation_cache,
     _results,
     build,
+    build_optimizer,
     check_config,
     run_steps,
 )
@@ -55,8 +56,6 @@ def lr_only(cfg: DictConfig, keys: Sequence[str]) -> bool:
 
 def _scaled(cfg: DictConfig, total_steps: int):
     """``cfg``'s optimizer at rate 1 followed by an injected ``optax.scale``."""
-    from bp_alternatives.experiment import build_optimizer
-
     unit = cfg.copy()
     with open_dict(unit):
         unit.optim.lr = 1.0
