@@ -126,7 +126,7 @@ def test_linear_cooldown_reaches_the_ff_readout_too(tmp_path, monkeypatch):
         (["optim.decay_epochs=null"], "exactly one of optim.decay_epochs"),
         (["optim.decay_steps=[10]"], "exactly one of optim.decay_epochs"),
         (["optim.decay_epochs=[75,50]"], "strictly increasing"),
-        (["optim.decay_factor=0"], "decay_factor must be positive"),
+        (["optim.decay_factor=0"], r"decay_factor=0(\.0)? is outside its valid"),
     ],
 )
 def test_step_schedule_config_errors(tmp_path, overrides, match):
