@@ -695,11 +695,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
     result["targets"] = check_targets(result)
     print(format_table(result))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_result(result, args.out)
     return result
+
+
+def write_result(result: dict[str, Any], out: str) -> None:
+    """``result`` as indented JSON at ``out`` (its folder created)."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

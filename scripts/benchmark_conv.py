@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import math
 import os
 import statistics
@@ -284,10 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "rows": summarise(variants, ceiling, setup),
     }
     print(format_table(result))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}", file=sys.stderr)
+    bench.write_result(result, args.out)
     return result
 
 
